@@ -1,0 +1,60 @@
+"""One base error for auditai, with subclasses that carry the context a user needs to act.
+
+Every error names what the user wrote (a file, a line, a key, a layer, sizes) and what was
+expected. Library code raises these; the plugin and the CLI only render them.
+"""
+
+from __future__ import annotations
+
+
+class AuditaiError(Exception):
+    """Base class of every error auditai raises on purpose."""
+
+
+class UnsupportedLayerError(AuditaiError, TypeError):
+    """A head contains a module the bound engine cannot bound soundly.
+
+    Raised instead of ever returning a silent (and possibly unsound) bound.
+    """
+
+    def __init__(self, module_type: str, position: str, hint: str = "") -> None:
+        self.module_type = module_type
+        self.position = position
+        msg = f"unsupported layer {module_type} at {position}: the bound engine cannot bound it"
+        if hint:
+            msg += f" ({hint})"
+        super().__init__(msg)
+
+
+class ModelFileError(AuditaiError, ValueError):
+    """A model file or model source cannot be loaded (names the file and the problem)."""
+
+
+class DataError(AuditaiError, ValueError):
+    """A data source cannot be loaded or does not fit the model (names the file and the problem)."""
+
+
+class SuiteError(AuditaiError, ValueError):
+    """A mistake in a YAML suite or unit-test definition: names the file, the line and the key."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.path, self.line, self.key, self.message = path, line, key, message
+        where = ""
+        if path is not None:
+            where = str(path)
+            if line is not None:
+                where += f":{line}"
+        if key is not None:
+            where = f"{where} key '{key}'" if where else f"key '{key}'"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class SheetError(AuditaiError, ValueError):
+    """A spec-sheet file is malformed or of an unknown schema version."""
