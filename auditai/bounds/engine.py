@@ -1,0 +1,211 @@
+"""The bound methods: IBP, CROWN-IBP and CROWN over an affine image of an ℓp ball.
+
+`bound(head, latent_set, C, method)` folds the set's basis B and centre z0 into the head's
+first affine layer (DESIGN.md: every set becomes a plain ℓp ball around 0 in δ-space), then
+- "ibp": interval propagation to the end, C folded into the last layer;
+- "crown-ibp": intermediate bounds by IBP, the output by CROWN's backward pass from C;
+- "crown": intermediate bounds by CROWN too (each intersected with the IBP bound computed
+  from the already tightened layer before it), the output by CROWN.
+The names mean what they mean in auto_LiRPA. Large batches are split into chunks that fit a
+memory budget; every sample's bound is independent of the others', so chunking never changes
+a result.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from auditai.bounds.crown import Relaxations, backward_lower, crown_intermediate
+from auditai.bounds.interval import first_mix_radius, ibp_folded, ibp_spec
+from auditai.bounds.ops import (
+    Activation,
+    Conv,
+    Dense,
+    Reshape,
+    ScaleShift,
+    Shift,
+    fold_scale_shift,
+    fold_spec,
+    merge_dense,
+    to_ops,
+)
+
+METHODS = ("ibp", "crown-ibp", "crown")
+_ALIASES = {"ibp": "ibp", "crown-ibp": "crown-ibp", "crown_ibp": "crown-ibp", "crownibp": "crown-ibp",
+            "crown": "crown", "backward": "crown"}
+DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of coefficient tensors per chunk
+
+Interval = Tuple[Tensor, Tensor]
+
+
+def parse_method(method: str) -> str:
+    key = str(method).strip().lower()
+    if key not in _ALIASES:
+        raise ValueError(f"unknown bound method {method!r}: expected one of {', '.join(METHODS)}")
+    return _ALIASES[key]
+
+
+def _check_C(C: Optional[Tensor], n: int, out: int, dtype, device) -> Optional[Tensor]:
+    if C is None:
+        return None
+    C = torch.as_tensor(C).to(dtype=dtype, device=device)
+    if C.dim() == 2 and C.shape[1] == out:
+        return C
+    if C.dim() == 3 and C.shape[0] == n and C.shape[2] == out:
+        return C
+    raise ValueError(
+        f"C must be m×{out} or N×m×{out} (N={n}, the head has {out} outputs), got shape {tuple(C.shape)}"
+    )
+
+
+def prepare(ops: list, x0: Tensor, basis: Optional[Tensor]) -> Tuple[list, Tuple[int, ...]]:
+    """Put the input map δ ↦ x0 + B·δ in front of the ops and fold it into the first Dense.
+
+    Returns the new ops (taking δ, centre 0) and δ's per-sample shape.
+    """
+    ops = fold_scale_shift(list(ops))
+    if basis is not None:
+        first = Dense(basis, x0, name="latent set")
+        if ops and isinstance(ops[0], Dense):
+            first = merge_dense(first, ops[0])
+            ops = ops[1:]
+        return [first, *ops], (basis.shape[1],)
+    return [Shift(x0), *ops], tuple(x0.shape[1:])
+
+
+def _out_shape(ops: Sequence, in_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+    return tuple(ops[-1].out_shape) if ops else in_shape
+
+
+def _pre_activation_bounds(
+    ops: Sequence, eps: Tensor, p: float, in_shape: Tuple[int, ...], crown: bool
+) -> Tuple[List[Optional[Interval]], Tensor, Tensor, bool, Relaxations]:
+    """Intervals at every activation's input, by IBP or by CROWN ∩ IBP.
+
+    Returns (pre, c, r, fresh, relaxations) where (c, r) is the interval before the last
+    op and `fresh` says no op has mixed the ball's coordinates yet.
+    """
+    n = eps.shape[0]
+    pre: List[Optional[Interval]] = [None] * len(ops)
+    relaxations = Relaxations(ops, pre)
+    c = torch.zeros(n, *in_shape, dtype=eps.dtype, device=eps.device)
+    r = eps.reshape(n, *([1] * len(in_shape))).expand_as(c)
+    fresh, exact = True, True
+    for i, op in enumerate(ops[:-1] if ops else []):
+        if isinstance(op, Activation):
+            pre[i] = (c - r, c + r)
+            if crown and not exact:
+                pre[i] = crown_intermediate(ops, pre, i, eps, p, len(in_shape), relaxations)
+            l, u = pre[i]
+            fl, fu = op.forward(l), op.forward(u)
+            c, r = (fu + fl) / 2, (fu - fl) / 2
+            fresh, exact = False, False
+        elif fresh and isinstance(op, (Dense, Conv)):
+            exact = isinstance(op, Dense) or p != 1.0
+            r = first_mix_radius(op, eps, p, r)
+            c = op.forward(c)
+            fresh = False
+        elif isinstance(op, (Shift, Reshape)):
+            c, r = op.forward(c), op.forward_abs(r)
+        else:
+            c, r = op.forward(c), op.forward_abs(r)
+            fresh, exact = False, False
+    return pre, c, r, fresh, relaxations
+
+
+def bound_ops(
+    ops: list,
+    in_shape: Tuple[int, ...],
+    eps: Tensor,
+    p: float,
+    C: Optional[Tensor],
+    method: str,
+    bound_upper: bool,
+) -> Tuple[Tensor, Optional[Tensor]]:
+    """Bounds of C·f(δ) over ‖δ‖_p ≤ eps for prepared ops (see `prepare`)."""
+    method = parse_method(method)
+    pre, c, r, fresh, relaxations = _pre_activation_bounds(ops, eps, p, in_shape, crown=method == "crown")
+    last = ops[-1]
+    if method == "ibp":
+        if isinstance(last, Dense) and C is not None:
+            W, b = fold_spec(last, C)
+            lo, up = ibp_folded(W, b, c.flatten(1), r.flatten(1), eps, p, fresh)
+        else:
+            if isinstance(last, Activation):
+                fl, fu = last.forward(c - r), last.forward(c + r)
+                c, r = (fu + fl) / 2, (fu - fl) / 2
+            elif fresh and isinstance(last, (Dense, Conv)):
+                r, c = first_mix_radius(last, eps, p, r), last.forward(c)
+            else:
+                c, r = last.forward(c), last.forward_abs(r)
+            lo, up = ibp_spec(C, c, r)
+        return lo, (up if bound_upper else None)
+    if isinstance(last, Activation):
+        pre[-1] = (c - r, c + r)
+        if method == "crown":
+            pre[-1] = crown_intermediate(ops, pre, len(ops) - 1, eps, p, len(in_shape), relaxations)
+    out_shape = tuple(last.out_shape)
+    if C is None:
+        D = math.prod(out_shape)
+        A = torch.eye(D, dtype=eps.dtype, device=eps.device).reshape(D, *out_shape)
+    else:
+        A = C.reshape(*C.shape[:-1], *out_shape)
+    m = A.shape[-1 - len(out_shape)]
+    if bound_upper:
+        A = torch.cat([A, -A], dim=-1 - len(out_shape))
+    lower = backward_lower(ops, A, relaxations, eps, p, len(in_shape))
+    if not bound_upper:
+        return lower, None
+    return lower[:, :m], -lower[:, m:]
+
+
+def _chunk_size(n: int, m: int, widths: Sequence[int], itemsize: int, method: str,
+                memory_budget: Optional[int], bound_upper: bool) -> int:
+    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
+    w = max(widths) if widths else 1
+    rows = m * (2 if bound_upper else 1)
+    if method == "crown":
+        rows = max(rows, 2 * w)
+    per_sample = max(1, rows * w * itemsize * 4)
+    return max(1, min(n, budget // per_sample))
+
+
+def bound_input(
+    module: nn.Module,
+    x0: Tensor,
+    eps: Tensor,
+    p: float,
+    basis: Optional[Tensor] = None,
+    C: Optional[Tensor] = None,
+    method: str = "crown-ibp",
+    bound_upper: bool = True,
+    memory_budget: Optional[int] = None,
+    root_name: str = "head",
+) -> Tuple[Tensor, Optional[Tensor]]:
+    """Bounds of C·module(x0 + B·δ) over ‖δ‖_p ≤ eps (B = identity when basis is None)."""
+    method = parse_method(method)
+    n = x0.shape[0]
+    ops = to_ops(module, tuple(x0.shape[1:]), dtype=x0.dtype, device=x0.device, root_name=root_name)
+    out_shape = _out_shape(ops, tuple(x0.shape[1:]))
+    out = math.prod(out_shape)
+    C = _check_C(C, n, out, x0.dtype, x0.device)
+    if not ops:  # the identity head
+        ops = []
+    widths = [math.prod(op.out_shape) for op in ops] or [out]
+    m = out if C is None else C.shape[-2]
+    chunk = _chunk_size(n, m, widths, x0.element_size(), method, memory_budget, bound_upper)
+    lows, ups = [], []
+    for s in range(0, n, chunk):
+        sl = slice(s, min(n, s + chunk))
+        Cs = C[sl] if (C is not None and C.dim() == 3) else C
+        prepared, in_shape = prepare(ops, x0[sl], basis)
+        lo, up = bound_ops(prepared, in_shape, eps[sl], p, Cs, method, bound_upper)
+        lows.append(lo)
+        ups.append(up)
+    lower = torch.cat(lows) if len(lows) > 1 else lows[0]
+    upper = None if not bound_upper else (torch.cat(ups) if len(ups) > 1 else ups[0])
+    return lower, upper

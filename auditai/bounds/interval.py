@@ -1,0 +1,121 @@
+"""Interval bound propagation (IBP; Gowal et al. 2018) as centre/radius pairs.
+
+An affine op maps (c, r) to (op(c), |op|(r)); a monotone activation maps [l, u] to
+[f(l), f(u)]. The first op that mixes coordinates of the ℓp ball δ gets the exact interval
+by Hölder's inequality (c ± ε‖row‖_q, DESIGN.md "Every latent set is an affine image of a
+norm ball"); later ones the interval of the box before them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from auditai.bounds.ops import Activation, Conv, Dense, Reshape, Shift, fold_spec
+
+Interval = Tuple[Tensor, Tensor]
+
+
+def _rows_dual_norm(W: Tensor, q: float) -> Tensor:
+    """‖row‖_q of W (out×in) or of each sample's W (N×out×in)."""
+    if q == 1.0:
+        return W.abs().sum(-1)
+    if q == 2.0:
+        return torch.linalg.vector_norm(W, dim=-1)
+    return W.abs().amax(-1)
+
+
+def first_mix_radius(op, eps: Tensor, p: float, r_box: Tensor) -> Tensor:
+    """Exact radius of op(δ) over ‖δ‖_p ≤ ε for the first coordinate-mixing op (Dense, Conv)."""
+    q = _dual(p)
+    if isinstance(op, Dense):
+        return eps.unsqueeze(1) * _rows_dual_norm(op.weight, q)
+    if isinstance(op, Conv) and q == 2.0:
+        ones = torch.ones_like(r_box)
+        sq = op._conv(ones, op.weight * op.weight, None).clamp_min(0).sqrt()
+        return sq * eps.reshape(-1, *([1] * len(op.out_shape)))
+    # ℓ∞ ball through a conv: |W| ε is exact; ℓ1: the box is a sound over-approximation
+    return op.forward_abs(r_box)
+
+
+def ibp_affine(op, c: Tensor, r: Tensor) -> Interval:
+    return op.forward(c), op.forward_abs(r)
+
+
+def ibp_activation(op: Activation, c: Tensor, r: Tensor) -> Tuple[Tensor, Tensor, Interval]:
+    """(new centre, new radius, the pre-activation interval (l, u))."""
+    l, u = c - r, c + r
+    fl, fu = op.forward(l), op.forward(u)
+    return (fu + fl) / 2, (fu - fl) / 2, (l, u)
+
+
+def ibp_spec(C: Optional[Tensor], c: Tensor, r: Tensor) -> Interval:
+    """Bounds of C·x for x ∈ [c − r, c + r] (interval arithmetic; C of (m, D) or (N, m, D))."""
+    c, r = c.flatten(1), r.flatten(1)
+    if C is None:
+        return c - r, c + r
+    if C.dim() == 2:
+        cc, rr = c @ C.T, r @ C.abs().T
+    else:
+        cc, rr = torch.einsum("nmi,ni->nm", C, c), torch.einsum("nmi,ni->nm", C.abs(), r)
+    return cc - rr, cc + rr
+
+
+def ibp_folded(W: Tensor, bias: Optional[Tensor], c: Tensor, r: Tensor, eps: Tensor, p: float, fresh: bool) -> Interval:
+    """Bounds of W·x + bias, W = C·W_last of (m, in) or (N, m, in), over the current interval
+    (or exactly over the ball when `fresh`: the head is a single affine map)."""
+    if W.dim() == 2:
+        cc = c @ W.T
+        rr = eps.unsqueeze(1) * _rows_dual_norm(W, _dual(p)) if fresh else r @ W.abs().T
+    else:
+        cc = torch.einsum("nmi,ni->nm", W, c)
+        rr = eps.unsqueeze(1) * _rows_dual_norm(W, _dual(p)) if fresh else torch.einsum("nmi,ni->nm", W.abs(), r)
+    if bias is not None:
+        cc = cc + bias
+    return cc - rr, cc + rr
+
+
+def _dual(p: float) -> float:
+    return {math.inf: 1.0, 2.0: 2.0, 1.0: math.inf}[p]
+
+
+def interval_pass(
+    ops: Sequence,
+    eps: Tensor,
+    p: float,
+    in_shape: Sequence[int],
+    C: Optional[Tensor] = None,
+    fold_last: bool = True,
+) -> Tuple[List[Optional[Interval]], Interval]:
+    """Run IBP over the ops from the ball ‖δ‖_p ≤ ε (δ of shape in_shape, centre 0).
+
+    Returns the pre-activation intervals (a list aligned with ops: (l, u) at each
+    Activation, None elsewhere) and the bounds of the output (of C·output when C is given).
+    """
+    n = eps.shape[0]
+    c = torch.zeros(n, *in_shape, dtype=eps.dtype, device=eps.device)
+    r = eps.reshape(n, *([1] * len(in_shape))).expand_as(c)
+    fresh = True
+    pre: List[Optional[Interval]] = [None] * len(ops)
+    last = len(ops) - 1
+    for i, op in enumerate(ops):
+        if i == last and fold_last and isinstance(op, Dense) and C is not None:
+            W, b = fold_spec(op, C)
+            return pre, ibp_folded(W, b, c, r, eps, p, fresh)
+        if isinstance(op, Activation):
+            c, r, pre[i] = ibp_activation(op, c, r)
+            fresh = False
+        elif fresh and isinstance(op, (Dense, Conv)):
+            r = first_mix_radius(op, eps, p, r)
+            c = op.forward(c)
+            fresh = False
+        elif isinstance(op, (Shift, Reshape)):
+            c, r = ibp_affine(op, c, r)
+        else:
+            c, r = ibp_affine(op, c, r)
+            fresh = False
+    return pre, ibp_spec(C, c, r)

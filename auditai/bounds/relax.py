@@ -1,0 +1,118 @@
+"""Linear relaxations of activations on an interval [l, u] (CROWN, Zhang et al. 2018).
+
+`relax(kind, l, u, slope)` returns (lo_d, lo_b, up_d, up_b) with, for every x in [l, u],
+
+    lo_d·x + lo_b ≤ f(x) ≤ up_d·x + up_b.
+
+ReLU follows auto_LiRPA's CROWN exactly (same names, same numbers): upper = the chord
+through (l, 0) and (u, u) with the 1e-8 guard; lower slope "adaptive": 1 if u > −l else 0.
+Stable neurons get their exact linear piece. S-shaped functions (tanh, sigmoid: convex
+for x < 0, concave for x > 0) use chords and tangents; where the interval crosses 0, the
+tangent through an end point is found by bisection and then moved outward, which only makes
+the line looser, never unsound.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import Tensor
+
+Relaxation = Tuple[Tensor, Tensor, Tensor, Tensor]
+
+
+def relu_relaxation(l: Tensor, u: Tensor, slope: float = 0.0) -> Relaxation:
+    """ReLU / LeakyReLU(slope) relaxation; exact on stable neurons."""
+    lb_r = l.clamp(max=0)
+    ub_r = u.clamp(min=0)
+    ub_r = torch.maximum(ub_r, lb_r + 1e-8)
+    if slope > 0:
+        up_d = (ub_r - slope * lb_r) / (ub_r - lb_r)
+        up_b = -lb_r * up_d + slope * lb_r
+        lo_d = torch.where(up_d > 0.5, 1.0, slope).to(l.dtype)
+        lo_d = torch.where(u <= 0, torch.full_like(lo_d, slope), lo_d)
+        lo_d = torch.where(l >= 0, torch.ones_like(lo_d), lo_d)
+    else:
+        up_d = ub_r / (ub_r - lb_r)
+        up_b = -lb_r * up_d
+        lo_d = (up_d > 0.5).to(l.dtype)
+    return lo_d, torch.zeros_like(l), up_d, up_b
+
+
+def _fn(kind: str):
+    if kind == "tanh":
+        return torch.tanh, lambda x: 1 - torch.tanh(x) ** 2
+    return torch.sigmoid, lambda x: torch.sigmoid(x) * (1 - torch.sigmoid(x))
+
+
+def _tangent_through(kind: str, anchor: Tensor, lo: Tensor, hi: Tensor, increasing: bool, iters: int = 40) -> Tensor:
+    """Bisection for d in [lo, hi] where the tangent at d passes through (anchor, f(anchor)).
+
+    g(d) = f(d) + f'(d)(anchor − d) − f(anchor) is monotone in d on the half-line; returns the
+    end of the final bracket on the safe side (g ≥ 0 for the upper case, ≤ 0 for the lower).
+    """
+    f, df = _fn(kind)
+    fa = f(anchor)
+    a, b = lo.clone(), hi.clone()
+    for _ in range(iters):
+        mid = (a + b) / 2
+        g = f(mid) + df(mid) * (anchor - mid) - fa
+        go_right = g < 0 if increasing else g > 0
+        a = torch.where(go_right, mid, a)
+        b = torch.where(go_right, b, mid)
+    return b if increasing else a
+
+
+def s_shaped_relaxation(kind: str, l: Tensor, u: Tensor) -> Relaxation:
+    """Relaxation of tanh or sigmoid on [l, u] (convex on x<0, concave on x>0)."""
+    f, df = _fn(kind)
+    with torch.no_grad():
+        width = u - l
+        tiny = width <= 1e-7
+    fl, fu = f(l), f(u)
+    chord_d = (fu - fl) / torch.where(tiny, torch.ones_like(width), width)
+    chord_b = fl - chord_d * l
+    mid = (l + u) / 2
+    tan_d = df(mid)
+    tan_b = f(mid) - tan_d * mid
+
+    # crossing intervals: upper = tangent at d ≥ 0 through (l, f(l)), or the chord when it is
+    # valid (then that tangent would touch beyond u); symmetrically for the lower line
+    with torch.no_grad():
+        big = torch.full_like(u, 40.0)
+        zero = torch.zeros_like(u)
+        d_up = _tangent_through(kind, l, zero, torch.maximum(big, u), increasing=True)
+        d_lo = _tangent_through(kind, u, torch.minimum(-big, l), zero, increasing=False)
+        # the chord is above f near u iff f'(u) ≥ its slope (and below f near l iff f'(l) ≥ it)
+        chord_up_ok = df(u) >= chord_d
+        chord_lo_ok = df(l) >= chord_d
+    up_cross_d = torch.where(chord_up_ok, chord_d, df(d_up))
+    up_cross_b = torch.where(chord_up_ok, chord_b, f(d_up) - df(d_up) * d_up)
+    lo_cross_d = torch.where(chord_lo_ok, chord_d, df(d_lo))
+    lo_cross_b = torch.where(chord_lo_ok, chord_b, f(d_lo) - df(d_lo) * d_lo)
+
+    convex = u <= 0
+    concave = l >= 0
+    up_d = torch.where(convex, chord_d, torch.where(concave, tan_d, up_cross_d))
+    up_b = torch.where(convex, chord_b, torch.where(concave, tan_b, up_cross_b))
+    lo_d = torch.where(convex, tan_d, torch.where(concave, chord_d, lo_cross_d))
+    lo_b = torch.where(convex, tan_b, torch.where(concave, chord_b, lo_cross_b))
+    # degenerate intervals: constant bounds f(l) ≤ f(x) ≤ f(u) (f is increasing)
+    zero_t = torch.zeros_like(l)
+    lo_d = torch.where(tiny, zero_t, lo_d)
+    up_d = torch.where(tiny, zero_t, up_d)
+    lo_b = torch.where(tiny, fl, lo_b)
+    up_b = torch.where(tiny, fu, up_b)
+    return lo_d, lo_b, up_d, up_b
+
+
+def relax(kind: str, l: Tensor, u: Tensor, slope: float = 0.0) -> Relaxation:
+    """Dispatch on the activation kind ('relu', 'leaky_relu', 'tanh', 'sigmoid')."""
+    if kind == "relu":
+        return relu_relaxation(l, u)
+    if kind == "leaky_relu":
+        return relu_relaxation(l, u, slope)
+    if kind in ("tanh", "sigmoid"):
+        return s_shaped_relaxation(kind, l, u)
+    raise ValueError(f"no relaxation for activation {kind!r}")
