@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from auditai.bounds.crown import Relaxations, backward_lower, crown_intermediate
-from auditai.bounds.interval import first_mix_radius, ibp_folded, ibp_spec
+from auditai.bounds.interval import first_mix_radius, ibp_last_layer, ibp_spec
 from auditai.bounds.ops import (
     Activation,
     Conv,
@@ -102,7 +102,7 @@ def _pre_activation_bounds(
                 pre[i] = crown_intermediate(ops, pre, i, eps, p, len(in_shape), relaxations)
             l, u = pre[i]
             fl, fu = op.forward(l), op.forward(u)
-            c, r = (fu + fl) / 2, (fu - fl) / 2
+            c, r = (fu + fl).mul_(0.5), (fu - fl).mul_(0.5)
             fresh, exact = False, False
         elif fresh and isinstance(op, (Dense, Conv)):
             exact = isinstance(op, Dense) or p != 1.0
@@ -132,8 +132,7 @@ def bound_ops(
     last = ops[-1]
     if method == "ibp":
         if isinstance(last, Dense) and C is not None:
-            W, b = fold_spec(last, C)
-            lo, up = ibp_folded(W, b, c.flatten(1), r.flatten(1), eps, p, fresh)
+            lo, up = ibp_last_layer(last, C, c.flatten(1), r.flatten(1), eps, p, fresh)
         else:
             if isinstance(last, Activation):
                 fl, fu = last.forward(c - r), last.forward(c + r)

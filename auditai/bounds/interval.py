@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from auditai.bounds.ops import Activation, Conv, Dense, Reshape, Shift, fold_spec
+from auditai.bounds.ops import Activation, Conv, Dense, Reshape, Shift, apply_rows, fold_spec
 
 Interval = Tuple[Tensor, Tensor]
 
@@ -79,6 +79,29 @@ def ibp_folded(W: Tensor, bias: Optional[Tensor], c: Tensor, r: Tensor, eps: Ten
     return cc - rr, cc + rr
 
 
+def ibp_last_layer(op, C: Tensor, c: Tensor, r: Tensor, eps: Tensor, p: float, fresh: bool) -> Interval:
+    """IBP of C·(W x + b) with C folded into W. Per-sample C built from labels has only a few
+    distinct values: fold each distinct C once and gather, instead of one C·W per sample."""
+    if C.dim() == 3 and C.shape[0] > 8:
+        uniq, inv = torch.unique(C.flatten(1), dim=0, return_inverse=True)
+        if uniq.shape[0] * 4 <= C.shape[0]:
+            u, m = uniq.shape[0], C.shape[1]
+            Cu = uniq.reshape(u, m, C.shape[2])
+            Wu = (Cu @ op.weight).reshape(u * m, -1)
+            cc = (c @ Wu.T).reshape(-1, u, m)
+            if fresh:
+                rr = eps.reshape(-1, 1, 1) * _rows_dual_norm(Wu, _dual(p)).reshape(1, u, m)
+            else:
+                rr = (r @ Wu.abs().T).reshape(-1, u, m)
+            pick = torch.arange(C.shape[0], device=C.device)
+            cc, rr = cc[pick, inv], rr.expand(C.shape[0], u, m)[pick, inv]
+            if op.bias is not None:
+                cc = cc + apply_rows(C, op.bias, 1) if op.bias.dim() == 2 else cc + C @ op.bias
+            return cc - rr, cc + rr
+    W, b = fold_spec(op, C)
+    return ibp_folded(W, b, c, r, eps, p, fresh)
+
+
 def _dual(p: float) -> float:
     return {math.inf: 1.0, 2.0: 2.0, 1.0: math.inf}[p]
 
@@ -104,8 +127,7 @@ def interval_pass(
     last = len(ops) - 1
     for i, op in enumerate(ops):
         if i == last and fold_last and isinstance(op, Dense) and C is not None:
-            W, b = fold_spec(op, C)
-            return pre, ibp_folded(W, b, c, r, eps, p, fresh)
+            return pre, ibp_last_layer(op, C, c, r, eps, p, fresh)
         if isinstance(op, Activation):
             c, r, pre[i] = ibp_activation(op, c, r)
             fresh = False

@@ -39,22 +39,20 @@ SUPPORTED_MODULES: Tuple[type, ...] = (
     nn.Sequential,
 )
 
-_ABS_CACHE: "weakref.WeakKeyDictionary[Tensor, tuple]" = weakref.WeakKeyDictionary()
+_ABS_CACHE: dict = {}
 
 
 def _abs_weight(w: Tensor) -> Tensor:
     """|W|, cached per parameter tensor and version when no gradient is needed (inference)."""
     if w.requires_grad and torch.is_grad_enabled():
         return w.abs()
-    key = (w._version, w.dtype, w.device, w.data_ptr())
-    hit = _ABS_CACHE.get(w)
-    if hit is not None and hit[0] == key:
-        return hit[1]
+    key = (w._version, w.dtype, w.device, w.data_ptr(), tuple(w.shape))
+    hit = _ABS_CACHE.get(id(w))
+    if hit is not None and hit[0]() is w and hit[1] == key:
+        return hit[2]
     a = w.detach().abs()
-    try:
-        _ABS_CACHE[w] = (key, a)
-    except TypeError:  # pragma: no cover - tensors that cannot be weakly referenced
-        pass
+    ident = id(w)
+    _ABS_CACHE[ident] = (weakref.ref(w, lambda _r: _ABS_CACHE.pop(ident, None)), key, a)
     return a
 
 

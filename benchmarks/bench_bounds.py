@@ -1,0 +1,155 @@
+"""Speed of the bound engine against a plain forward pass and against auto_LiRPA (issue 2).
+
+Head of the paper's shape: 5 fully connected layers with ReLU, latent 128 → 1024 → 1024 →
+1024 → 1024 → 10; a box on 8 latent dims; m = 9 margin rows (label vs each other class).
+Every figure is a ratio to a forward pass of the same head, measured in the same run, so
+machines and load cancel out. Writes a Markdown table to benchmarks/results/bench_bounds.md.
+
+    python benchmarks/bench_bounds.py [--batches 1 64 1024 16384] [--device cpu|cuda] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from auditai.bounds import bound  # noqa: E402
+from auditai.bounds.lirpa import auto_lirpa_available  # noqa: E402
+from auditai.latent import LatentSet  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def paper_head(device, dtype=torch.float32) -> nn.Sequential:
+    torch.manual_seed(0)
+    widths = [128, 1024, 1024, 1024, 1024, 10]
+    layers = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers[:-1]).to(device=device, dtype=dtype).eval()
+
+
+def margin_matrix(labels: torch.Tensor, classes: int) -> torch.Tensor:
+    n = labels.shape[0]
+    eye = torch.eye(classes, device=labels.device)
+    C = eye[labels].unsqueeze(1) - eye.unsqueeze(0)  # n × classes × classes
+    keep = torch.ones(n, classes, dtype=torch.bool, device=labels.device)
+    keep[torch.arange(n), labels] = False
+    return C[keep].reshape(n, classes - 1, classes)
+
+
+def timeit(fn, device, min_time=0.5, max_reps=50) -> float:
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    reps, total = 0, 0.0
+    while total < min_time and reps < max_reps:
+        t = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        total += time.perf_counter() - t
+        reps += 1
+    return total / reps
+
+
+def peak_memory(fn, device) -> float | None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import tracemalloc  # noqa: F401 - torch CPU allocations are not traced; use RSS delta
+        import resource
+
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        fn()
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return (after - before) / 1024 if after > before else None
+    except Exception:
+        return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024, 16384])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--crown-max-batch", type=int, default=64, help="largest batch for full CROWN")
+    ap.add_argument("--no-lirpa", action="store_true")
+    ap.add_argument("--lirpa-max-batch", type=int, default=1024)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default=str(RESULTS / "bench_bounds.md"))
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    head = paper_head(device)
+    have_lirpa, lirpa_version = auto_lirpa_available()
+    use_lirpa = have_lirpa and not args.no_lirpa
+    rows = []
+    with torch.no_grad():
+        for n in args.batches:
+            g = torch.Generator().manual_seed(n)
+            z0 = torch.randn(n, 128, generator=g).to(device)
+            labels = torch.randint(0, 10, (n,), generator=g).to(device)
+            C = margin_matrix(labels, 10)
+            s = LatentSet.from_dims(z0, list(range(8)), 0.05)
+            t_fwd = timeit(lambda: head(z0), device)
+            cases = [("ibp", True), ("crown-ibp", False), ("crown-ibp", True)]
+            if n <= args.crown_max_batch:
+                cases.append(("crown", True))
+            for method, upper in cases:
+                t = timeit(lambda: bound(head, s, C, method=method, bound_upper=upper), device,
+                           min_time=0.3 if method != "crown" else 0.0, max_reps=50 if method != "crown" else 1)
+                mem = peak_memory(lambda: bound(head, s, C, method=method, bound_upper=upper), device) \
+                    if n >= 1024 else None
+                t_l = None
+                if use_lirpa and n <= (args.crown_max_batch if method == "crown" else args.lirpa_max_batch):
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        t_l = timeit(lambda: bound(head, s, C, method=method, bound_upper=upper, engine="auto_lirpa"),
+                                     device, min_time=0.0 if method == "crown" else 0.3,
+                                     max_reps=1 if method == "crown" else 20)
+                rows.append({
+                    "batch": n, "method": method + ("" if upper else " (lower only)"),
+                    "samples/s": n / t, "ms": t * 1e3, "× forward": t / t_fwd,
+                    "auto_LiRPA × forward": None if t_l is None else t_l / t_fwd,
+                    "speed-up": None if t_l is None else t_l / t,
+                    "peak MiB": mem,
+                })
+                r = rows[-1]
+                print(f"N={n:6d} {r['method']:24s} {r['ms']:10.2f} ms  {r['× forward']:9.1f}× fwd"
+                      + ("" if t_l is None else f"  auto_LiRPA {r['auto_LiRPA × forward']:9.1f}×  speed-up {r['speed-up']:.2f}×"),
+                      flush=True)
+    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    lines = [
+        f"Device: {dev}; torch {torch.__version__}; auto_LiRPA {lirpa_version if use_lirpa else 'not run'}; float32.",
+        "Head 128→1024→1024→1024→1024→10 (ReLU), box on 8 latent dims (ε=0.05), m=9 margin rows.",
+        "",
+        "| batch | method | samples/s | ms | × forward | auto_LiRPA × forward | speed-up vs auto_LiRPA | peak MiB (RSS growth) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    f = lambda v, fmt: "–" if v is None else format(v, fmt)  # noqa: E731
+    for r in rows:
+        lines.append(f"| {r['batch']} | {r['method']} | {r['samples/s']:.0f} | {r['ms']:.2f} | {r['× forward']:.1f} | "
+                     f"{f(r['auto_LiRPA × forward'], '.1f')} | {f(r['speed-up'], '.2f')} | {f(r['peak MiB'], '.0f')} |")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
