@@ -1,0 +1,139 @@
+"""`auditai check`: are new inputs inside the spec-sheet's deployment ranges? (paper §2.4)
+
+Exit status: 0 when every input lies inside the deployment range of every unit test, 1 when
+any input is out of range, 2 on errors (a bad sheet, input file or model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from auditai.errors import AuditaiError, DataError, SheetError
+
+HELP = "check that inputs (x or latent codes z) lie inside a spec-sheet's deployment ranges"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="files with inputs 'x' or latent codes 'z' (.npz, .pt, .npy, .safetensors)")
+    parser.add_argument("--sheet", required=True, help="the spec-sheet JSON (auditai.spec-sheet/1)")
+    parser.add_argument("--model", help="the model (to encode inputs x); must be the model the sheet describes")
+    parser.add_argument("--eps", type=_eps, default=None,
+                        help="the ε whose range to check (default per unit test: its largest gated ε that passed)")
+    parser.add_argument("--json", action="store_true", help="print the verdicts as JSON")
+    parser.add_argument("--trust-pickle", action="store_true", help="allow pickled model files (runs their code)")
+
+
+def _eps(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--eps must be a number, got {s!r}") from None
+    if not np.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"--eps must be finite and >= 0, got {s!r}")
+    return v
+
+
+def _array(v: Any, key: str, where: str) -> np.ndarray:
+    if hasattr(v, "detach"):
+        v = v.detach().cpu()
+        if v.dtype.is_floating_point:
+            v = v.double()
+        v = v.numpy()
+    try:
+        a = np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: '{key}' is not an array of numbers") from None
+    if not np.isfinite(a).all():
+        raise DataError(f"{where}: '{key}' contains NaN or inf")
+    return a
+
+
+def read_inputs(path: str) -> tuple[str, np.ndarray | None]:
+    """(key, array) from a file: key 'z' (codes), 'x' (inputs) or '' (a bare array)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{path}: no such file")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".npz":
+            with np.load(p, allow_pickle=False) as f:
+                raw = {k: f[k] for k in f.files}
+        elif suffix == ".npy":
+            raw = np.load(p, allow_pickle=False)
+        elif suffix in (".pt", ".pth"):
+            import torch
+
+            raw = torch.load(p, map_location="cpu", weights_only=True)
+        elif suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            raw = load_file(str(p))
+        else:
+            raise DataError(f"{path}: unknown input format {suffix!r} (expected .npz, .npy, .pt or .safetensors)")
+    except AuditaiError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any reader failure is a bad input file
+        raise DataError(f"{path}: cannot read inputs: {e}") from None
+    if isinstance(raw, dict):
+        for key in ("z", "x"):
+            if key in raw:
+                return key, _array(raw[key], key, path)
+        raise DataError(f"{path}: no key 'z' (latent codes) or 'x' (inputs); found keys {sorted(map(str, raw))}")
+    return "", _array(raw, "array", path)
+
+
+def run(args: argparse.Namespace) -> int:
+    from auditai.sheet import SpecSheet
+
+    sheet = SpecSheet.from_json(Path(args.sheet))
+    model = None
+    if args.model:
+        from auditai.model import load_model
+
+        model = load_model(args.model, trust_pickle=args.trust_pickle)
+        want, got = sheet.model.get("sha256"), getattr(model, "content_hash", None)
+        if want and got and want != got:
+            raise SheetError(
+                f"{args.model} (sha256 {got[:12]}…) is not the model the spec-sheet {args.sheet} "
+                f"describes (sha256 {want[:12]}…): its ranges and figures do not apply"
+            )
+    codes, sources = [], []
+    for path in args.inputs:
+        key, a = read_inputs(path)
+        if key == "z" or (key == "" and model is None):
+            z = a
+        elif model is None:
+            raise DataError(f"{path}: holds inputs 'x'; give --model to encode them, or store codes 'z'")
+        else:
+            import torch
+
+            try:
+                z = model.encode(torch.as_tensor(a, dtype=torch.get_default_dtype()))
+            except Exception as e:  # noqa: BLE001
+                raise DataError(f"{path}: the model cannot encode inputs of shape {a.shape}: {e}") from None
+            z = _array(z, "z (encoded)", path)
+        if z.ndim == 1:
+            z = z[None]
+        if z.ndim != 2:
+            raise DataError(f"{path}: codes must be N×d, got shape {z.shape}")
+        d = sheet.latent_dim
+        if d is not None and z.shape[1] != d:
+            raise DataError(f"{path}: codes have d={z.shape[1]}, the spec-sheet's model has d={d}")
+        codes.append(z)
+        sources += [f"{path}[{i}]" for i in range(z.shape[0])]
+    z = np.concatenate(codes, axis=0)
+    report = sheet.check(z, eps=args.eps, sources=sources)
+    if args.json:
+        out = {"sheet": str(args.sheet), "eps": args.eps, **report.to_dict()}
+        json.dump(out, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        print(report.to_text())
+    return 0 if report.all_inside else 1
