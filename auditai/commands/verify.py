@@ -1,0 +1,109 @@
+"""`auditai verify`: run a YAML suite, or one unit test given by options, without pytest.
+
+Prints one row per unit test and ε and exits 1 when a gate fails (2 on a usage or input error,
+via `auditai.cli`). `--report` writes the spec-sheet (.json/.md/.html) like the plugin does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+HELP = "verify a YAML suite (or one unit test given by options) and print the results table"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("suite", nargs="?", help="a YAML suite file (omit to give one unit test by options)")
+    parser.add_argument("--model", help="model file or package.module:attribute (overrides the suite's)")
+    parser.add_argument("--data", help="data file, image folder or package.module:attribute (overrides the suite's)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--method", help="default method: ibp, crown-ibp, crown or complete")
+    parser.add_argument("--engine", default=None, help="auditai (default) or auto_lirpa")
+    parser.add_argument("--report", action="append", default=[], metavar="PATH",
+                        help="write the spec-sheet to PATH (.json/.md/.html; repeatable)")
+    parser.add_argument("--trust-pickle", action="store_true", help="allow pickled model files")
+    one = parser.add_argument_group("one unit test (instead of a suite)")
+    one.add_argument("--name", default="unit_test")
+    one.add_argument("--direction")
+    one.add_argument("--dims", help="latent indices 3,4 or a named dims entry")
+    one.add_argument("--basis")
+    one.add_argument("--norm", default="inf")
+    one.add_argument("--eps", type=float, nargs="+")
+    one.add_argument("--report-eps", type=float, nargs="+", default=[])
+    one.add_argument("--max-verified-error", type=float)
+    one.add_argument("--min-verified-accuracy", type=float)
+    one.add_argument("--spec", default=None, help="label, prediction, binary or band (default label)")
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _single_test(args: argparse.Namespace) -> Any:
+    from auditai.suite import Suite, make_unit_test
+
+    dims: Any = args.dims
+    if dims is not None and all(p.strip().isdigit() for p in dims.split(",")):
+        dims = [int(p) for p in dims.split(",")]
+    fields = {k: v for k, v in {
+        "name": args.name, "direction": args.direction, "dims": dims, "basis": args.basis,
+        "norm": args.norm, "eps": args.eps, "report_eps": args.report_eps or None,
+        "max_verified_error": args.max_verified_error,
+        "min_verified_accuracy": args.min_verified_accuracy, "spec": args.spec, "method": args.method,
+    }.items() if v is not None}
+    ut = make_unit_test(fields, where="command line")
+    return Suite(name=args.name, path=None, model=None, data=None, spec=ut.spec or "label",
+                 method=args.method, engine=args.engine, unit_tests=(ut,))
+
+
+def run(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from auditai.data import load_data
+    from auditai.errors import SuiteError
+    from auditai.model import load_model
+    from auditai.suite import load_suite
+
+    suite = load_suite(args.suite) if args.suite else _single_test(args)
+    from auditai.verify import verify
+
+    model_src, data_src = args.model or suite.model, args.data or suite.data
+    if not model_src or not data_src:
+        raise SuiteError("no model or data: give --model and --data (or `model:`/`data:` in the suite)",
+                         path=suite.path)
+    device = _device(args.device)
+    model = load_model(model_src, trust_pickle=args.trust_pickle)
+    data = load_data(data_src, model, device=device)
+    table, entries, failed = [], [], 0
+    for ut in suite.unit_tests:
+        ut = ut.with_defaults(spec=suite.spec, method=args.method or suite.method)
+        kind = ut.set_kind(model)
+        result = verify(model.head, data.z, data.y, kind, list(ut.all_eps), spec=ut.spec,
+                        method=ut.method, device=device, engine=args.engine or suite.engine or "auditai")
+        entries.append((ut, result, kind))
+        for i, e in enumerate(result.eps):
+            ve = float(result.verified_error[i])
+            gated = any(math.isclose(e, g, rel_tol=1e-9) for g in ut.eps)
+            ok = ut.gate(ve)
+            failed += gated and not ok
+            table.append([ut.name, ut.set_text, f"{e:g}", f"{result.clean_error[i]:.3g}", f"{ve:.3g}",
+                          f"{result.falsified_fraction[i]:.3g}", f"{result.unknown_fraction[i]:.3g}",
+                          f"{ut.gate_text} {'pass' if ok else 'FAIL'}" if gated else ""])
+    print(tabulate(table, ["unit test", "set", "ε", "clean err", "verified err", "falsified",
+                           "unknown", "gate"], tablefmt="plain"))
+    if args.report:
+        from auditai.sheet.record import SpecSheet
+
+        sheet = SpecSheet.from_results(entries, model=model, data=data, device=device,
+                                       method=args.method or suite.method, suite=suite.name)
+        for path in args.report:
+            sheet.write(path, model=model, codes=data.z)
+        print("reports: " + ", ".join(args.report))
+    if failed:
+        print(f"{failed} gate(s) failed")
+    return 1 if failed else 0

@@ -1,0 +1,160 @@
+"""Command-line options of the plugin; each is also an ini value (`[tool.pytest.ini_options]`).
+
+Option names are module constants so tests and docs use the same strings. Values are
+validated at parse time (argparse `type=`), so a bad flag fails on the command line. This
+module imports neither torch nor auditai.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import Any
+
+GROUP = "auditai"
+
+MODEL = "--auditai-model"
+DATA = "--auditai-data"
+DEVICE = "--auditai-device"
+METHOD = "--auditai-method"
+ENGINE = "--auditai-engine"
+REPORT = "--auditai-report"
+BASELINE = "--auditai-baseline"
+TRUST_PICKLE = "--auditai-trust-pickle"
+
+INI_SUITE_PATTERN = "auditai_suite_pattern"
+INI_BASELINE_TOLERANCE = "auditai_baseline_tolerance"
+DEFAULT_SUITE_PATTERN = "auditai_*.yaml"
+DEFAULT_BASELINE_TOLERANCE = 0.01
+
+METHODS = ("ibp", "crown-ibp", "crown", "complete")
+ENGINES = ("auditai", "auto_lirpa")
+REPORT_SUFFIXES = (".json", ".md", ".html")
+MARKER = "auditai"
+
+
+def _dest(option: str) -> str:
+    return option.lstrip("-").replace("-", "_")
+
+
+def ini_name(option: str) -> str:
+    """'--auditai-model' → 'auditai_model' (the ini key)."""
+    return _dest(option)
+
+
+def parse_device(value: str) -> str:
+    """argparse type: 'auto', 'cpu', 'cuda' or 'cuda:N'."""
+    v = str(value).strip().lower()
+    if v in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", v):
+        return v
+    raise argparse.ArgumentTypeError(
+        f"invalid device {value!r}: expected 'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'"
+    )
+
+
+def _choice(name: str, choices: tuple[str, ...]):
+    def parse(value: str) -> str:
+        v = str(value).strip().lower()
+        if v in choices:
+            return v
+        import difflib
+
+        close = difflib.get_close_matches(v, choices, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise argparse.ArgumentTypeError(
+            f"invalid {name} {value!r}: expected one of {', '.join(choices)}{hint}"
+        )
+
+    parse.__name__ = name
+    return parse
+
+
+parse_method = _choice("method", METHODS)
+parse_engine = _choice("engine", ENGINES)
+
+
+def parse_report(value: str) -> str:
+    """argparse type: a report path ending in .json, .md or .html."""
+    v = str(value)
+    if not v.lower().endswith(REPORT_SUFFIXES):
+        raise argparse.ArgumentTypeError(
+            f"invalid report path {value!r}: the format is chosen by the suffix, "
+            f"expected one of {', '.join(REPORT_SUFFIXES)}"
+        )
+    return v
+
+
+def parse_tolerance(value: str) -> float:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        f = -1.0
+    if not 0.0 <= f <= 1.0:
+        raise ValueError(f"{INI_BASELINE_TOLERANCE} must be a number in [0, 1], got {value!r}")
+    return f
+
+
+# option, ini type, default, help, argparse extras
+_OPTIONS: list[tuple[str, str, Any, str, dict]] = [
+    (MODEL, "string", None,
+     "model to audit: a model file (.pt/.auditai/.onnx) or package.module:attribute naming an "
+     "AuditModel or a function returning one; overrides a suite's `model:`", {"metavar": "SOURCE"}),
+    (DATA, "string", None,
+     "data whose latent codes are the centres of the unit tests: .pt/.npz/.safetensors, an image "
+     "folder, or package.module:attribute; overrides a suite's `data:`", {"metavar": "SOURCE"}),
+    (DEVICE, "string", "auto",
+     "device for verification: auto (CUDA when available, else CPU), cpu, cuda or cuda:N "
+     "(default: auto)", {"metavar": "DEVICE", "type": parse_device}),
+    (METHOD, "string", None,
+     "default bound method for unit tests that name none: ibp, crown-ibp, crown or complete "
+     "(default: crown-ibp)", {"metavar": "METHOD", "type": parse_method}),
+    (ENGINE, "string", "auditai",
+     "bound engine: auditai (default) or auto_lirpa", {"metavar": "ENGINE", "type": parse_engine}),
+    (REPORT, "args", [],
+     "write the spec-sheet of the run to PATH, format by suffix .json/.md/.html (repeatable)",
+     {"metavar": "PATH", "action": "append", "type": parse_report}),
+    (BASELINE, "string", None,
+     "a previous JSON report: a unit test whose verified error grew by more than "
+     f"{INI_BASELINE_TOLERANCE} (default {DEFAULT_BASELINE_TOLERANCE}) fails", {"metavar": "PATH"}),
+    (TRUST_PICKLE, "bool", False,
+     "allow loading pickled model files (runs code from the file: only for files you trust)",
+     {"action": "store_true"}),
+]
+
+
+def add_options(parser: Any) -> None:
+    """Register the `auditai` option group and its ini values (`add_option_ini` style)."""
+    group = parser.getgroup(GROUP, "auditai: semantic unit tests for trained models")
+    for option, ini_type, default, help_text, extra in _OPTIONS:
+        name = ini_name(option)
+        group.addoption(option, dest=name, default=None, help=help_text, **extra)
+        parser.addini(name, help=f"default for {option}", type=ini_type, default=default)
+    parser.addini(INI_SUITE_PATTERN, type="args", default=[DEFAULT_SUITE_PATTERN],
+                  help=f"glob pattern(s) of YAML suite files to collect (default {DEFAULT_SUITE_PATTERN})")
+    parser.addini(INI_BASELINE_TOLERANCE, type="string", default=str(DEFAULT_BASELINE_TOLERANCE),
+                  help=f"how much a verified error may grow over {BASELINE} (default {DEFAULT_BASELINE_TOLERANCE})")
+
+
+_PARSERS = {DEVICE: parse_device, METHOD: parse_method, ENGINE: parse_engine}
+
+
+def get_option(config: Any, option: str) -> Any:
+    """The command-line value of `option`, else its ini value (validated like the flag)."""
+    name = ini_name(option)
+    value = config.getoption(name, default=None)
+    if value is None or value is False or value == []:
+        ini = config.getini(name)
+        if option == REPORT:
+            return [parse_report(v) for v in ini]
+        if option == TRUST_PICKLE:
+            return bool(value) or bool(ini)
+        if ini in (None, ""):
+            return None
+        parse = _PARSERS.get(option)
+        if parse is not None:
+            try:
+                return parse(ini)
+            except argparse.ArgumentTypeError as e:
+                raise ValueError(f"ini value {name}: {e}") from None
+        return ini
+    return value

@@ -1,0 +1,430 @@
+"""The run's state: loaded models/data, cached verifications, rows, xdist merging, reports.
+
+One `AuditaiSession` per pytest run lives in `config.stash[SESSION]`. A unit test is verified
+once for all its ε (gated and report-only); each test item reads its ε from the cached result.
+What crosses a process boundary (xdist workers → controller) is a plain JSON-able dict.
+Reports are written once, by the controller, atomically (temp file + os.replace).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_auditai import options as opt
+
+SESSION: pytest.StashKey["AuditaiSession"] = pytest.StashKey()
+UNIT_TEST: pytest.StashKey[Any] = pytest.StashKey()  # UnitTest (or SuiteError) of a Python test item
+WORKER_KEY = "auditai"
+
+
+class AuditaiFailure(Exception):
+    """A gate (threshold or baseline) failed: the message is what the release engineer reads."""
+
+
+@dataclass
+class Entry:
+    """One verified unit test, as plain data (crosses xdist): its rows per ε and the result."""
+
+    key: str
+    suite: str
+    unit_test: dict
+    rows: list[dict]
+    result: dict
+    model: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+    sheet: dict | None = None  # auditai.sheet SheetEntry.to_dict(), when the sheet is installed
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "suite": self.suite, "unit_test": self.unit_test, "rows": self.rows,
+                "result": self.result, "model": self.model, "data": self.data, "sheet": self.sheet}
+
+
+def _fmt(x: Any, nd: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:.{nd}g}" if isinstance(x, float) else str(x)
+
+
+def unit_test_dict(ut: Any) -> dict:
+    s = dict(ut.set)
+    if "dims" in s and not isinstance(s["dims"], str):
+        s["dims"] = list(s["dims"])
+    return {
+        "name": ut.name, "set": s, "set_text": ut.set_text, "norm": ut.norm, "eps": list(ut.eps),
+        "report_eps": list(ut.report_eps), "max_verified_error": ut.max_verified_error,
+        "min_verified_accuracy": ut.min_verified_accuracy, "spec": ut.spec, "method": ut.method,
+        "path": ut.path, "line": ut.line, "gate": ut.gate_text, "threshold_error": ut.threshold_error,
+    }
+
+
+def eps_index(eps_list: list[float], eps: float) -> int:
+    """Index of ε in a result's ε list (tolerant to float round trips)."""
+    for i, e in enumerate(eps_list):
+        if math.isclose(float(e), float(eps), rel_tol=1e-9, abs_tol=1e-12):
+            return i
+    raise KeyError(f"ε={eps} not in the verified ε {eps_list}")
+
+
+def rows_for(ut: Any, result: Any) -> list[dict]:
+    """One plain row per ε of a VerificationResult (the spec-sheet's and the summary's rows)."""
+    radius = getattr(result, "certified_radius", None)
+    med = None
+    if radius is not None:
+        try:
+            med = float(radius.float().median())
+        except (AttributeError, RuntimeError, TypeError):
+            med = None
+    rows = []
+    for i, e in enumerate(result.eps):
+        gated = any(math.isclose(e, g, rel_tol=1e-9, abs_tol=1e-12) for g in ut.eps)
+        ve = float(result.verified_error[i])
+        rows.append({
+            "unit_test": ut.name, "set": ut.set_text, "eps": float(e), "gated": gated,
+            "clean_error": float(result.clean_error[i]), "verified_error": ve,
+            "falsified_fraction": float(result.falsified_fraction[i]),
+            "unknown_fraction": float(result.unknown_fraction[i]),
+            "radius_median": med, "gate": ut.gate_text if gated else "",
+            "threshold_error": ut.threshold_error if gated else None,
+            "passed": ut.gate(ve) if gated else None,
+            "n": int(result.n), "method": result.method, "spec": result.spec,
+        })
+    return rows
+
+
+def failure_message(ut: Any, result: Any, eps: float) -> str:
+    """What a release engineer reads when a gate fails at ε (what-users-see.md)."""
+    i = eps_index(list(result.eps), eps)
+    ve, fal, unk = (float(result.verified_error[i]), float(result.falsified_fraction[i]),
+                    float(result.unknown_fraction[i]))
+    n = int(result.n)
+    if ut.max_verified_error is not None:
+        head = f"verified error {ve:.3g} > max {ut.max_verified_error:g}"
+    else:
+        head = (f"verified accuracy {1 - ve:.3g} < min {ut.min_verified_accuracy:g} "
+                f"(verified error {ve:.3g} > {ut.threshold_error:.3g})")
+    norm = "ℓ∞" if ut.norm == "inf" else f"ℓ{ut.norm}"
+    lines = [
+        f"unit test '{ut.name}' at ε={eps:g}: {head}",
+        f"  set {ut.set_text} ({norm}, {result.method}, spec {result.spec}, {n:,} samples)",
+        f"  falsified {fal:.3g} ({round(fal * n):,} samples with a counterexample) · unknown {unk:.3g}"
+        f" · clean error {float(result.clean_error[i]):.3g}",
+    ]
+    cex = None
+    try:
+        cex = result.worst_counterexample(i)
+    except (AttributeError, IndexError, KeyError, ValueError):
+        cex = None
+    if cex is not None:
+        delta = ", ".join(f"{float(d):+.3g}" for d in cex.delta)
+        outs = ", ".join(f"{float(o):.3g}" for o in cex.outputs)
+        lines.append(
+            f"  worst counterexample: sample {cex.sample}, δ=[{delta}] in {ut.set_text}, "
+            f"violated row {cex.row} '{cex.row_name}': margin {float(cex.margin):.3g} (outputs [{outs}])"
+        )
+    else:
+        lines.append("  no counterexample found: the failure is the bound's looseness (unknown samples)")
+    if unk > 0 and result.method != "complete":
+        lines.append(f"  hint: --auditai-method complete (or `method: complete`) decides the "
+                     f"{unk:.1%} unknown; see the spec-sheet for the curve")
+    elif fal > 0:
+        lines.append("  hint: the counterexamples are real: retrain the head (auditai train) "
+                     "or narrow ε; see the spec-sheet for the curve")
+    return "\n".join(lines)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write `text` to `path` via a temp file in the same folder and os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class AuditaiSession:
+    """State of one run (in `config.stash[SESSION]`): caches, entries, reports, baseline."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.entries: dict[str, Entry] = {}
+        self._results: dict[str, Any] = {}
+        self._models: dict[str, Any] = {}
+        self._data: dict[tuple, Any] = {}
+        self._baseline: dict[tuple[str, float], float] | None = None
+        self.reports_written: list[str] = []
+        self.is_worker = hasattr(config, "workerinput")
+
+    # ------------------------------------------------------------------ options
+    def option(self, option: str) -> Any:
+        return opt.get_option(self.config, option)
+
+    def path_option(self, option: str) -> str | None:
+        """A file option: command-line values relative to the invocation folder, ini values
+        relative to the ini file's folder; `pkg.mod:attr` left as is."""
+        cli = self.config.getoption(opt.ini_name(option), default=None)
+        value = self.option(option)
+        if not value or cli or ":" in str(value) and not Path(str(value)).exists():
+            return value
+        base = self.config.inipath.parent if self.config.inipath else self.config.rootpath
+        p = Path(value)
+        return str(p if p.is_absolute() else base / p)
+
+    @property
+    def device(self) -> str:
+        """'auto' resolved: 'cuda' when available, else 'cpu'; an unavailable CUDA is an error."""
+        dev = self.option(opt.DEVICE) or "auto"
+        if dev == "cpu":
+            return dev
+        import torch
+
+        if dev == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():
+            raise pytest.UsageError(f"{opt.DEVICE}={dev} but CUDA is not available here")
+        return dev
+
+    # ------------------------------------------------------------------ loading
+    def model(self, source: str | None) -> Any:
+        """The AuditModel of `source` (option overrides the suite's), loaded once per run."""
+        source = self.path_option(opt.MODEL) or source
+        if not source:
+            raise AuditaiFailure(f"no model: set `model:` in the suite, {opt.MODEL}=SOURCE, or the "
+                                 f"ini value {opt.ini_name(opt.MODEL)}")
+        if source not in self._models:
+            from auditai.model import load_model
+
+            self._models[source] = load_model(source, trust_pickle=bool(self.option(opt.TRUST_PICKLE)))
+        return self._models[source]
+
+    def data(self, source: str | None, model_source: str | None) -> Any:
+        """The AuditData of `source` encoded by the model; codes cached in pytest's cache by
+        the model's and the data's content hashes (encoding runs once across runs)."""
+        source = self.path_option(opt.DATA) or source
+        if not source:
+            raise AuditaiFailure(f"no data: set `data:` in the suite, {opt.DATA}=SOURCE, or the "
+                                 f"ini value {opt.ini_name(opt.DATA)}")
+        model = self.model(model_source)
+        key = (source, id(model))
+        if key not in self._data:
+            self._data[key] = self._load_data(source, model)
+        return self._data[key]
+
+    def _load_data(self, source: str, model: Any) -> Any:
+        from auditai.data import load_data
+        from auditai.errors import DataError
+
+        device = self.device
+        if getattr(model, "encoder", None) is None or self.config.cache is None:
+            return load_data(source, model, device=device)
+        try:  # read without encoding: the arrays' hash keys the cache
+            raw = load_data(source)
+        except DataError:
+            raw = None
+        mh, dh = getattr(model, "content_hash", None), getattr(raw, "content_hash", None)
+        if raw is None or getattr(raw, "x", None) is None or not mh or not dh:
+            return load_data(source, model, device=device)
+        import torch
+
+        folder = self.config.cache.mkdir("auditai-latents")
+        file = folder / f"{mh[:24]}-{dh[:24]}.pt"
+        if file.exists():
+            try:
+                z = torch.load(file, weights_only=True, map_location="cpu")["z"]
+                if z.dim() == 2 and z.shape == (raw.y.shape[0], model.latent_dim):
+                    return _with_codes(raw, z)
+            except Exception:  # noqa: BLE001 - a stale or corrupt cache entry: encode again
+                pass
+        data = load_data(source, model, device=device)
+        tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")
+        torch.save({"z": data.z.detach().cpu()}, tmp)
+        os.replace(tmp, file)
+        return data
+
+    # ------------------------------------------------------------------ verification
+    def verify(self, key: str, suite: str, ut: Any, model_source: str | None = None,
+               data_source: str | None = None, engine: str | None = None) -> Any:
+        """Verify `ut` at all its ε once per run (cached by key) and record its rows."""
+        if key in self._results:
+            return self._results[key]
+        from auditai.verify import verify
+
+        ut = ut.with_defaults(method=self.option(opt.METHOD))
+        model = self.model(model_source)
+        data = self.data(data_source, model_source)
+        kind = ut.set_kind(model)
+        result = verify(
+            model.head, data.z, data.y, kind, list(ut.all_eps), spec=ut.spec, method=ut.method,
+            device=self.device, engine=self.option(opt.ENGINE) or engine or "auditai",
+        )
+        self._results[key] = result
+        self.entries[key] = Entry(
+            key=key, suite=suite, unit_test=unit_test_dict(ut), rows=rows_for(ut, result),
+            result=result.to_dict(),
+            model={"source": str(getattr(model, "source", model_source)),
+                   "content_hash": getattr(model, "content_hash", None)},
+            data={"source": str(getattr(data, "source", data_source)),
+                  "content_hash": getattr(data, "content_hash", None),
+                  "n": int(data.z.shape[0])},
+            sheet=_sheet_entry(ut, result, kind, model, data),
+        )
+        return result
+
+    def check(self, key: str, ut: Any, result: Any, eps: float, item: pytest.Item) -> None:
+        """Record JUnit properties for ε and raise AuditaiFailure when the gate or baseline fails."""
+        ut = ut.with_defaults(method=self.option(opt.METHOD))
+        i = eps_index(list(result.eps), eps)
+        ve = float(result.verified_error[i])
+        sfx = "" if len(ut.eps) == 1 or not isinstance(item, pytest.Function) else f"[eps={eps}]"
+        for name, value in (
+            ("unit_test", ut.name), ("eps", float(eps)), ("clean_error", float(result.clean_error[i])),
+            ("verified_error", ve), ("falsified_fraction", float(result.falsified_fraction[i])),
+            ("unknown_fraction", float(result.unknown_fraction[i])), ("gate", ut.gate_text),
+            ("passed", ut.gate(ve)),
+        ):
+            item.user_properties.append((f"auditai_{name}{sfx}", value))
+        if not ut.gate(ve):
+            raise AuditaiFailure(failure_message(ut, result, eps))
+        old = self.baseline_error(ut.name, eps)
+        if old is not None:
+            tol = opt.parse_tolerance(self.config.getini(opt.INI_BASELINE_TOLERANCE))
+            if ve > old + tol + 1e-12:
+                raise AuditaiFailure(
+                    f"unit test '{ut.name}' at ε={eps:g}: verified error grew from {old:.3g} "
+                    f"(baseline {self.option(opt.BASELINE)}) to {ve:.3g}, more than the tolerance "
+                    f"{tol:g} ({opt.INI_BASELINE_TOLERANCE}); it is still under its gate "
+                    f"{ut.gate_text}\n  hint: compare the reports with `auditai diff`"
+                )
+
+    # ------------------------------------------------------------------ baseline
+    def baseline_error(self, name: str, eps: float) -> float | None:
+        path = self.path_option(opt.BASELINE)
+        if not path:
+            return None
+        if self._baseline is None:
+            self._baseline = read_baseline(Path(path))
+        for (n, e), v in self._baseline.items():
+            if n == name and math.isclose(e, eps, rel_tol=1e-9, abs_tol=1e-12):
+                return v
+        return None
+
+    # ------------------------------------------------------------------ xdist and reports
+    def export(self) -> list[dict]:
+        return [e.to_dict() for e in self.entries.values()]
+
+    def merge(self, entries: list[dict]) -> None:
+        """Merge a worker's entries; a unit test verified on two workers is kept once."""
+        for d in entries:
+            self.entries.setdefault(d["key"], Entry(**d))
+
+    def sorted_entries(self) -> list[Entry]:
+        return [self.entries[k] for k in sorted(self.entries)]
+
+    @property
+    def resolved_device(self) -> str:
+        devices = sorted({str(e.result.get("device")) for e in self.entries.values()
+                          if e.result.get("device")})
+        return ", ".join(devices) or (self.option(opt.DEVICE) or "auto")
+
+    @property
+    def option_engine(self) -> str:
+        return self.option(opt.ENGINE) or "auditai"
+
+    def loaded_model(self) -> Any:
+        """A model already loaded in this process (for the HTML's decoded strips), or None."""
+        return next(iter(self._models.values()), None)
+
+    def record(self) -> dict:
+        """The run as plain data (input of the spec-sheet; the fallback JSON report)."""
+        import auditai
+
+        return {"auditai": auditai.__version__, "device": self.option(opt.DEVICE) or "auto",
+                "entries": [e.to_dict() for e in self.sorted_entries()]}
+
+    def summary_lines(self) -> list[str]:
+        from tabulate import tabulate
+
+        table = []
+        for e in self.sorted_entries():
+            for r in e.rows:
+                gate = "" if not r["gated"] else f"{r['gate']} {'pass' if r['passed'] else 'FAIL'}"
+                table.append([r["unit_test"], r["set"], f"{r['eps']:g}", _fmt(r["clean_error"]),
+                              _fmt(r["verified_error"]), _fmt(r["falsified_fraction"]),
+                              _fmt(r["unknown_fraction"]), _fmt(r["radius_median"]), gate])
+        head = ["unit test", "set", "ε", "clean err", "verified err", "falsified", "unknown",
+                "radius(med)", "gate"]
+        return tabulate(table, head, tablefmt="plain").splitlines()
+
+    def write_reports(self) -> list[str]:
+        """Write every --auditai-report once (controller only), atomically."""
+        paths = self.option(opt.REPORT) or []
+        if self.is_worker or not paths or not self.entries:
+            return []
+        from pytest_auditai import report
+
+        written = []
+        for p in dict.fromkeys(paths):
+            path = Path(self.path_option_value(p))
+            atomic_write(path, report.render(self, path.suffix.lower()))
+            written.append(str(p))
+        self.reports_written = written
+        return written
+
+    def path_option_value(self, value: str) -> str:
+        if self.config.getoption(opt.ini_name(opt.REPORT), default=None):
+            return value
+        base = self.config.inipath.parent if self.config.inipath else self.config.rootpath
+        p = Path(value)
+        return str(p if p.is_absolute() else base / p)
+
+
+def _sheet_entry(ut: Any, result: Any, kind: Any, model: Any, data: Any) -> dict | None:
+    """The spec-sheet's entry (with deployment ranges from the data's codes), as plain JSON."""
+    try:
+        from auditai.sheet.record import SheetEntry
+    except ImportError:
+        return None
+    return SheetEntry.from_result(ut, result, kind, model=model, train_codes=data.z,
+                                  train_source=f"evaluation data {getattr(data, 'source', '')}").to_dict()
+
+
+def _with_codes(raw: Any, z: Any) -> Any:
+    import dataclasses
+
+    if dataclasses.is_dataclass(raw):
+        try:
+            return dataclasses.replace(raw, z=z)
+        except (TypeError, ValueError):
+            pass
+    raw.z = z
+    return raw
+
+
+def read_baseline(path: Path) -> dict[tuple[str, float], float]:
+    """(unit test, ε) → verified error from a previous JSON report (ours or a spec-sheet)."""
+    from pytest_auditai import report
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise pytest.UsageError(f"{opt.BASELINE}: cannot read {path}: {e.strerror or e}") from None
+    except json.JSONDecodeError as e:
+        raise pytest.UsageError(f"{opt.BASELINE}: {path} is not JSON: {e}") from None
+    out = report.baseline_errors(data)
+    if out is None:
+        raise pytest.UsageError(f"{opt.BASELINE}: {path} is not an auditai JSON report")
+    return out
