@@ -1,0 +1,128 @@
+"""Cross-check against auto_LiRPA 0.7.1, the paper's library (issue 2, item 4).
+
+The auto_LiRPA side is built here independently of our adapter: a BoundedModule on the head
+itself, with a PerturbationLpNorm on z (an ℓ∞ box given as x_L/x_U on some dims, or an ℓ2 ball
+of radius ε around z0 on all dims). With a margin matrix C, in float64:
+- IBP and CROWN-IBP must agree to 1e-9 relative (same definitions, same arithmetic);
+- our CROWN must never be looser on any bound: auto_LiRPA keeps IBP intervals on neurons IBP
+  finds stable and CROWN ones elsewhere; ours also intersects each CROWN interval with the IBP
+  one computed from the tightened layer before, which is sound and can only be tighter at the
+  intermediate layers — and the final CROWN pass from tighter intermediate bounds is not
+  guaranteed tighter in general (adaptive slopes), so this is an empirical check on random
+  heads that the issue asks for, and a failure is worth a look rather than proof of a bug.
+  Known (reported to the lead): head4 with the ℓ2 ball fails it — our CROWN upper bound of
+  one margin row is 0.21 looser (3.62 vs 3.41); our tighter layer-1 intervals flip one
+  adaptive lower slope, which makes two layer-2 intervals wider than auto_LiRPA's. Sound,
+  but it breaks the issue's "never looser" requirement as stated.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from auditai.bounds import bound
+from auditai.bounds.lirpa import auto_lirpa_available
+from auditai.latent import LatentSet
+
+from .helpers import margin_C, random_mlp
+
+_OK, _WHY = auto_lirpa_available()
+pytestmark = [
+    pytest.mark.auto_lirpa,
+    pytest.mark.skipif(not _OK, reason=f"auto_LiRPA cross-check skipped: {_WHY}"),
+]
+
+_NAMES = {"ibp": "IBP", "crown-ibp": "CROWN-IBP", "crown": "CROWN"}
+
+# (seed, d, hidden widths, outputs)
+HEADS = [(1, 6, [10, 8], 4), (2, 8, [16, 16, 12], 5), (3, 4, [12], 3), (4, 5, [8, 8, 8], 4)]
+
+
+def _lirpa_bounds(head, z0, ptb_kind, eps, dims, C, method):
+    """auto_LiRPA's bounds of C·head(z) with a perturbation built on z directly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from auto_LiRPA import BoundedModule, BoundedTensor
+        from auto_LiRPA.perturbations import PerturbationLpNorm
+
+        if ptb_kind == "box":
+            half = torch.zeros_like(z0)
+            half[:, dims] = eps
+            ptb = PerturbationLpNorm(norm=math.inf, x_L=z0 - half, x_U=z0 + half)
+        else:
+            ptb = PerturbationLpNorm(norm=2, eps=eps)
+        bm = BoundedModule(head, torch.zeros_like(z0), device="cpu", verbose=0)
+        lo, up = bm.compute_bounds(x=(BoundedTensor(z0, ptb),), C=C, method=_NAMES[method])
+    return lo.detach(), up.detach()
+
+
+def _case(seed, d, widths, out, ptb_kind):
+    gen = torch.Generator().manual_seed(50 + seed)
+    head = random_mlp(seed, d, widths, out, ["relu"], weight_scale=1.5)
+    n = 4
+    z0 = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    C = margin_C(torch.randint(0, out, (n,), generator=gen), out)
+    if ptb_kind == "box":
+        dims = torch.randperm(d, generator=gen)[: max(1, d // 2)].tolist()
+        eps = 0.3
+        s = LatentSet.from_dims(z0, dims, eps, "inf")
+    else:
+        dims = list(range(d))
+        eps = 0.5
+        s = LatentSet.from_basis(z0, torch.eye(d, dtype=torch.float64), eps, "2")
+    return head, z0, C, s, eps, dims
+
+
+def _close(a, b, rtol):
+    return (a - b).abs() <= rtol * (1.0 + b.abs())
+
+
+@pytest.mark.parametrize("ptb_kind", ["box", "l2"])
+@pytest.mark.parametrize("case", HEADS, ids=[f"head{c[0]}" for c in HEADS])
+def test_matches_auto_lirpa(case, ptb_kind):
+    head, z0, C, s, eps, dims = _case(*case, ptb_kind)
+    for method in ("ibp", "crown-ibp"):
+        lo_ref, up_ref = _lirpa_bounds(head, z0, ptb_kind, eps, dims, C, method)
+        lo, up = bound(head, s, C, method=method)
+        assert _close(lo, lo_ref, 1e-9).all(), f"{method} lower differs: max {(lo - lo_ref).abs().max():.3g}"
+        assert _close(up, up_ref, 1e-9).all(), f"{method} upper differs: max {(up - up_ref).abs().max():.3g}"
+    lo_ref, up_ref = _lirpa_bounds(head, z0, ptb_kind, eps, dims, C, "crown")
+    lo, up = bound(head, s, C, method="crown")
+    tol = 1e-9 * (1.0 + lo_ref.abs())
+    assert (lo >= lo_ref - tol).all(), f"our CROWN lower is looser than auto_LiRPA's by {(lo_ref - lo).max():.3g}"
+    tol = 1e-9 * (1.0 + up_ref.abs())
+    assert (up <= up_ref + tol).all(), f"our CROWN upper is looser than auto_LiRPA's by {(up - up_ref).max():.3g}"
+
+
+@pytest.mark.parametrize("method", ["ibp", "crown-ibp", "crown"])
+def test_engine_auto_lirpa_adapter_agrees(method):
+    """`bound(..., engine="auto_lirpa")` returns auto_LiRPA's own numbers (built independently
+    here), for a box on some dims, an ℓ2 ball, and a non-axis basis (the adapter's wrapper)."""
+    seed, d, widths, out = HEADS[0]
+    for ptb_kind in ("box", "l2"):
+        head, z0, C, s, eps, dims = _case(seed, d, widths, out, ptb_kind)
+        lo_ref, up_ref = _lirpa_bounds(head, z0, ptb_kind, eps, dims, C, method)
+        lo, up = bound(head, s, C, method=method, engine="auto_lirpa")
+        torch.testing.assert_close(lo, lo_ref, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(up, up_ref, rtol=1e-9, atol=1e-9)
+    # a general basis: the adapter hands auto_LiRPA a wrapper δ ↦ head(z0 + Bδ) whose basis is a
+    # separate Linear layer, so auto_LiRPA's IBP interval after the head's first layer is the
+    # interval of an interval (looser), while ours folds B into that layer (exact by Hölder).
+    # Provable for IBP: ours ⊆ the adapter's (exact first intervals, then inclusion-monotone
+    # interval arithmetic). For every method: the adapter's bounds are sound at sampled points.
+    gen = torch.Generator().manual_seed(9)
+    B = torch.randn(d, 2, generator=gen, dtype=torch.float64)
+    s = LatentSet.from_basis(z0, B, 0.2, "inf")
+    lo_a, up_a = bound(head, s, C, method=method, engine="auto_lirpa")
+    with torch.no_grad():
+        y = head(s.points(s.sample(256, torch.Generator().manual_seed(1))))
+        vals = torch.einsum("nmo,sno->snm", C, y)
+    tol = 1e-9 * (1 + lo_a.abs().max() + up_a.abs().max())
+    assert (vals.amin(0) >= lo_a - tol).all() and (vals.amax(0) <= up_a + tol).all()
+    if method == "ibp":
+        lo, up = bound(head, s, C, method=method)
+        assert (lo >= lo_a - tol).all() and (up <= up_a + tol).all()
