@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from auditai.bounds.ops import Activation, apply_rows
+from auditai.bounds.ops import Activation, Dense, apply_rows
 from auditai.bounds.relax import relax
 
 Interval = Tuple[Tensor, Tensor]
@@ -62,14 +62,15 @@ def backward_lower(
     p: float,
     in_nd: int,
     stop: Optional[int] = None,
+    bias0: Optional[Tensor] = None,
 ) -> Tensor:
-    """Lower bound of A·(output of ops[:stop]) over the ball; A is (m, *out) or (N, m, *out).
+    """Lower bound of A·(output of ops[:stop]) + bias0 over the ball; A is (m, *out) or (N, m, *out).
 
     Returns N×m. Coefficients become per-sample at the first activation.
     """
     n = eps.shape[0]
     stop = len(ops) if stop is None else stop
-    bias: Optional[Tensor] = None
+    bias: Optional[Tensor] = bias0
 
     def add(b: Optional[Tensor]) -> None:
         nonlocal bias
@@ -112,34 +113,55 @@ def crown_intermediate(
 ) -> Interval:
     """Tighten the IBP interval `pre[index]` at the input of activation `index` with CROWN.
 
-    For piecewise-linear activations only neurons that IBP leaves unstable in some sample are
-    bounded (as auto_LiRPA's sparse intermediate bounds); neurons IBP finds stable keep the
-    IBP interval, so the result of a sample never depends on the rest of its batch. Every
-    CROWN bound is intersected with the IBP one: both are sound, so their intersection is.
+    For piecewise-linear activations only the neurons that IBP leaves unstable are bounded
+    (as auto_LiRPA's sparse intermediate bounds), and each sample only its own: the rows are
+    gathered per sample and padded to the widest sample, not to the batch's union. Neurons IBP
+    finds stable keep the IBP interval, so a sample's result never depends on its batch.
+    Every CROWN bound is intersected with the IBP one: both are sound, so their intersection is.
     """
     l_ibp, u_ibp = pre[index]
     op: Activation = ops[index]
     shape = op.shape
     D = math.prod(shape)
     lf, uf = l_ibp.flatten(1), u_ibp.flatten(1)
-    if op.piecewise_linear:
-        unstable = (lf < 0) & (uf > 0)
-        idx = unstable.any(0).nonzero().flatten()
-    else:
-        unstable = torch.ones_like(lf, dtype=torch.bool)
-        idx = torch.arange(D, device=lf.device)
-    if idx.numel() == 0:
+    if not op.piecewise_linear:
+        eye = torch.eye(D, dtype=lf.dtype, device=lf.device)
+        A0 = torch.cat([eye, -eye]).reshape(2 * D, *shape)
+        bnd = backward_lower(ops, A0, relaxations, eps, p, in_nd, stop=index)
+        new_l = torch.maximum(lf, bnd[:, :D])
+        new_u = torch.maximum(torch.minimum(uf, -bnd[:, D:]), new_l)
+        return new_l.reshape(l_ibp.shape), new_u.reshape(u_ibp.shape)
+
+    unstable = (lf < 0) & (uf > 0)
+    counts = unstable.sum(1)
+    width = int(counts.max())
+    if width == 0:
         return l_ibp, u_ibp
-    rows = torch.zeros(idx.numel(), D, dtype=lf.dtype, device=lf.device)
-    rows[torch.arange(idx.numel(), device=lf.device), idx] = 1.0
-    A0 = torch.cat([rows, -rows]).reshape(2 * idx.numel(), *shape)
-    bnd = backward_lower(ops, A0, relaxations, eps, p, in_nd, stop=index)
-    cl, cu = bnd[:, : idx.numel()], -bnd[:, idx.numel():]
-    sub_unstable = unstable[:, idx]
-    new_l = torch.where(sub_unstable, torch.maximum(lf[:, idx], cl), lf[:, idx])
-    new_u = torch.where(sub_unstable, torch.minimum(uf[:, idx], cu), uf[:, idx])
+    # each sample's own unstable neurons, padded to the widest sample (not the batch's union)
+    idx = torch.argsort(unstable.to(torch.int8), dim=1, descending=True, stable=True)[:, :width]
+    valid = torch.arange(width, device=lf.device).unsqueeze(0) < counts.unsqueeze(1)
+    prev = ops[index - 1] if index > 0 else None
+    if isinstance(prev, Dense) and len(shape) == 1:
+        rows = prev.weight[idx]  # N×width×in
+        A1 = torch.cat([rows, -rows], dim=1)
+        b = None
+        if prev.bias is not None:
+            bb = prev.bias[idx] if prev.bias.dim() == 1 else prev.bias.gather(1, idx)
+            b = torch.cat([bb, -bb], dim=1)
+        bnd = backward_lower(ops, A1, relaxations, eps, p, in_nd, stop=index - 1, bias0=b)
+    else:
+        n = lf.shape[0]
+        A0 = torch.zeros(n, 2 * width, D, dtype=lf.dtype, device=lf.device)
+        r = torch.arange(width, device=lf.device).unsqueeze(0).expand(n, width)
+        A0[torch.arange(n, device=lf.device).unsqueeze(1), r, idx] = 1.0
+        A0[torch.arange(n, device=lf.device).unsqueeze(1), r + width, idx] = -1.0
+        bnd = backward_lower(ops, A0.reshape(n, 2 * width, *shape), relaxations, eps, p, in_nd, stop=index)
+    cl, cu = bnd[:, :width], -bnd[:, width:]
+    old_l, old_u = lf.gather(1, idx), uf.gather(1, idx)
+    new_l = torch.where(valid, torch.maximum(old_l, cl), old_l)
+    new_u = torch.where(valid, torch.minimum(old_u, cu), old_u)
     # a CROWN bound can cross the IBP one only by rounding; keep the interval non-empty
     new_u = torch.maximum(new_u, new_l)
-    lf = lf.index_copy(1, idx, new_l)
-    uf = uf.index_copy(1, idx, new_u)
+    lf = lf.scatter(1, idx, new_l)
+    uf = uf.scatter(1, idx, new_u)
     return lf.reshape(l_ibp.shape), uf.reshape(u_ibp.shape)

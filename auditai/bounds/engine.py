@@ -5,7 +5,9 @@ first affine layer (DESIGN.md: every set becomes a plain ℓp ball around 0 in �
 - "ibp": interval propagation to the end, C folded into the last layer;
 - "crown-ibp": intermediate bounds by IBP, the output by CROWN's backward pass from C;
 - "crown": intermediate bounds by CROWN too (each intersected with the IBP bound computed
-  from the already tightened layer before it), the output by CROWN.
+  from the already tightened layer before it), the output by CROWN. For piecewise-linear
+  vector heads over sets of k ≤ 64 directions the same bounds are computed by symbolic.py,
+  whose cost grows with the unstable neurons per sample instead of the width.
 The names mean what they mean in auto_LiRPA. Large batches are split into chunks that fit a
 memory budget; every sample's bound is independent of the others', so chunking never changes
 a result.
@@ -19,6 +21,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from auditai.bounds import symbolic
 from auditai.bounds.crown import Relaxations, backward_lower, crown_intermediate
 from auditai.bounds.interval import first_mix_radius, ibp_last_layer, ibp_spec
 from auditai.bounds.ops import (
@@ -104,7 +107,8 @@ def _pre_activation_bounds(
             fl, fu = op.forward(l), op.forward(u)
             c, r = (fu + fl).mul_(0.5), (fu - fl).mul_(0.5)
             fresh, exact = False, False
-        elif fresh and isinstance(op, (Dense, Conv)):
+            continue
+        if fresh and isinstance(op, (Dense, Conv)):
             exact = isinstance(op, Dense) or p != 1.0
             r = first_mix_radius(op, eps, p, r)
             c = op.forward(c)
@@ -128,6 +132,8 @@ def bound_ops(
 ) -> Tuple[Tensor, Optional[Tensor]]:
     """Bounds of C·f(δ) over ‖δ‖_p ≤ eps for prepared ops (see `prepare`)."""
     method = parse_method(method)
+    if method == "crown" and ops and symbolic.applies(ops, in_shape):
+        return symbolic.symbolic_crown(ops, eps, p, in_shape[0], C, bound_upper)
     pre, c, r, fresh, relaxations = _pre_activation_bounds(ops, eps, p, in_shape, crown=method == "crown")
     last = ops[-1]
     if method == "ibp":
@@ -144,7 +150,7 @@ def bound_ops(
             lo, up = ibp_spec(C, c, r)
         return lo, (up if bound_upper else None)
     if isinstance(last, Activation):
-        pre[-1] = (c - r, c + r)
+        pre[-1] = (c - r, c + r)  # (forward-mode bounds are not kept for a final activation)
         if method == "crown":
             pre[-1] = crown_intermediate(ops, pre, len(ops) - 1, eps, p, len(in_shape), relaxations)
     out_shape = tuple(last.out_shape)

@@ -12,10 +12,10 @@ Everything is batched over samples: points are a flat list sorted by (sample, t)
 
 Rounding (the tolerance `tol` returned per sample): a dot product of length n computed in floating
 point has error ≤ γ_n·|w|·|x| with γ_n = n·u/(1 − n·u) (Higham, *Accuracy and Stability of
-Numerical Algorithms*, Thm 3.5). Carrying the magnitudes a_{l+1} = |W|·a_l + |b| (a_0 = |z|) along
-with the values, the error after L layers is ≤ L·γ_{n+1}·a_L (induction: |W|·(c·a_l) + γ·a_{l+1}
+Numerical Algorithms*, Thm 3.5). With the magnitudes a_{l+1} = |W|·a_l + |b|, a_0 = |z0| + R·|v| (an
+upper bound of |x_l(t)| for every t in [−R, R], one vector per sample), the error after L layers is ≤ L·γ_{n+1}·a_L (induction: |W|·(c·a_l) + γ·a_{l+1}
 ≤ (c + γ)·a_{l+1}); each interpolation adds ≤ 6u·a, and ReLU is 1-Lipschitz, so a sign misread
-within the error changes nothing beyond it. We use tol = 2·(L + 2)·γ_{n+3}·max_points(|C|·a + |d|),
+within the error changes nothing beyond it. We use tol = 2·(L + 2)·γ_{n+3}·max_rows(|C|·a_L + |d|),
 twice that derivation. A margin counts as certified only when it exceeds tol.
 
 This module imports only torch (and auditai.errors, which imports nothing).
@@ -189,11 +189,11 @@ def _line_chunk(ops, z0, v, eps, R, C, d, factor) -> LineResult:
     keep[1:] = ~((sid[1:] == sid[:-1]) & (t[1:] == t[:-1]))
     sid, t = sid[keep], t[keep]
     x = z0[sid] + t[:, None] * v
-    a = z0[sid].abs() + t.abs()[:, None] * v.abs()
+    # magnitudes: |x_l(t)| <= A_l for every t in [-R, R] (one vector per sample, not per point)
+    A = magnitudes(ops, z0.abs() + R[:, None] * v.abs()).flatten(1)
     for op in ops:
         if op.kind == "relu":
             x2 = x.flatten(1)
-            a2 = a.flatten(1)
             same = (sid[1:] == sid[:-1]).unsqueeze(1)
             xa, xb = x2[:-1], x2[1:]
             cross = (((xa > 0) & (xb < 0)) | ((xa < 0) & (xb > 0))) & same
@@ -204,30 +204,26 @@ def _line_chunk(ops, z0, v, eps, R, C, d, factor) -> LineResult:
                 tn = t[s] + lam * (t[s + 1] - t[s])
                 xn = xa[s] + lam[:, None] * (xb[s] - xa[s])
                 xn[torch.arange(s.numel(), device=dev), j] = 0.0
-                an = torch.maximum(a2[s], a2[s + 1])
                 sid = torch.cat([sid, sid[s]])
                 t = torch.cat([t, tn])
                 x2 = torch.cat([x2, xn])
-                a2 = torch.cat([a2, an])
                 o = _sort_points(sid, t)
-                sid, t, x2, a2 = sid[o], t[o], x2[o], a2[o]
+                sid, t, x2 = sid[o], t[o], x2[o]
                 keep = torch.ones_like(t, dtype=torch.bool)
                 keep[1:] = ~((sid[1:] == sid[:-1]) & (t[1:] == t[:-1]))
-                sid, t, x2, a2 = sid[keep], t[keep], x2[keep], a2[keep]
+                sid, t, x2 = sid[keep], t[keep], x2[keep]
             shape = (t.shape[0],) + tuple(x.shape[1:])
             x = op.f(x2.view(shape))
-            a = a2.view(shape)
         elif op.kind in ("affine", "flatten"):
-            x, a = op.f(x), op.fabs(a)
+            x = op.f(x)
         else:
             raise UnsupportedLayerError(
                 op.kind.capitalize(), op.position,
                 "the exact 1-D check needs a piecewise-linear head; use branch and bound (split)",
             )
-    x, a = x.flatten(1), a.flatten(1)
-    Cs = C[sid]
-    marg = torch.einsum("po,pmo->pm", x, Cs) + d[sid]
-    mag = torch.einsum("po,pmo->pm", a, Cs.abs()) + d[sid].abs()
+    x = x.flatten(1)
+    marg = torch.einsum("po,pmo->pm", x, C[sid]) + d[sid]
+    mag = torch.einsum("no,nmo->nm", A, C.abs()) + d.abs()
     # pad into N×P
     counts = torch.bincount(sid, minlength=n)
     offs = torch.cumsum(counts, 0) - counts
@@ -239,7 +235,7 @@ def _line_chunk(ops, z0, v, eps, R, C, d, factor) -> LineResult:
     tP[sid, pos] = t
     MP = torch.full((n, P, m), math.inf, dtype=dt, device=dev)
     MP[sid, pos] = marg
-    tol = torch.zeros(n, dtype=dt, device=dev).scatter_reduce(0, sid, mag.amax(dim=1), "amax") * factor
+    tol = mag.amax(dim=1) * factor
     valid = ~torch.isnan(tP)
     mrow, rrow = MP.min(dim=2)  # N×P
     # per-eps minimum over |t| <= eps

@@ -29,16 +29,33 @@ def auto_lirpa_available() -> Tuple[bool, str]:
 
 
 class _Folded(nn.Module):
-    """δ ↦ head(z0 + δ·Bᵀ) for a fixed batch of centres."""
+    """(δ, c) ↦ rest(W·δ + c): the set z0 + B·δ folded into the head's first layer.
+
+    When the head starts with a Linear (W1, b1), W = W1·B and c = W1·z0 + b1, so auto_LiRPA
+    bounds the same first layer exactly as our engine does; otherwise W = B and c = z0.
+    """
 
     def __init__(self, head: nn.Module, basis: Tensor) -> None:
         super().__init__()
-        self.head = head
-        self.basis = nn.Linear(basis.shape[1], basis.shape[0], bias=False)
-        self.basis.weight.data = basis.detach().clone()
+        first = head[0] if isinstance(head, nn.Sequential) and len(head) else None
+        W = basis.detach().clone()
+        self.first = first if isinstance(first, nn.Linear) else None
+        if self.first is not None:
+            W = self.first.weight.detach() @ W
+            self.rest = head[1:]
+        else:
+            self.rest = head
+        self.lin = nn.Linear(W.shape[1], W.shape[0], bias=False).to(W.dtype)
+        self.lin.weight.data = W
 
-    def forward(self, delta: Tensor, z0: Tensor) -> Tensor:
-        return self.head(self.basis(delta) + z0)
+    def offset(self, z0: Tensor) -> Tensor:
+        if self.first is None:
+            return z0
+        with torch.no_grad():
+            return self.first(z0)
+
+    def forward(self, delta: Tensor, c: Tensor) -> Tensor:
+        return self.rest(self.lin(delta) + c)
 
 
 def bound_auto_lirpa(head: nn.Module, latent_set, C: Optional[Tensor], method: str,
@@ -78,7 +95,8 @@ def bound_auto_lirpa(head: nn.Module, latent_set, C: Optional[Tensor], method: s
                 ptb = PerturbationLpNorm(norm=math.inf, x_L=-e, x_U=e)
             else:
                 ptb = PerturbationLpNorm(norm=s.p, eps=s.eps.reshape(n, 1))
-            bm = BoundedModule(model, (delta0, s.z0), device=s.z0.device, verbose=0)
-            args = (BoundedTensor(delta0, ptb), s.z0)
+            c0 = model.offset(s.z0)
+            bm = BoundedModule(model, (delta0, c0), device=s.z0.device, verbose=0)
+            args = (BoundedTensor(delta0, ptb), c0)
         lo, up = bm.compute_bounds(x=args, C=C, method=_METHOD[method], bound_upper=bound_upper)
     return lo.detach(), (up.detach() if bound_upper else None)

@@ -4,16 +4,18 @@ The auto_LiRPA side is built here independently of our adapter: a BoundedModule 
 itself, with a PerturbationLpNorm on z (an ℓ∞ box given as x_L/x_U on some dims, or an ℓ2 ball
 of radius ε around z0 on all dims). With a margin matrix C, in float64:
 - IBP and CROWN-IBP must agree to 1e-9 relative (same definitions, same arithmetic);
-- our CROWN must never be looser on any bound: auto_LiRPA keeps IBP intervals on neurons IBP
+- CROWN's machinery is checked exactly: given auto_LiRPA's own intermediate intervals, our
+  backward pass reproduces its CROWN bounds to 1e-9;
+- our CROWN should never be looser on any bound: auto_LiRPA keeps IBP intervals on neurons IBP
   finds stable and CROWN ones elsewhere; ours also intersects each CROWN interval with the IBP
-  one computed from the tightened layer before, which is sound and can only be tighter at the
-  intermediate layers — and the final CROWN pass from tighter intermediate bounds is not
-  guaranteed tighter in general (adaptive slopes), so this is an empirical check on random
-  heads that the issue asks for, and a failure is worth a look rather than proof of a bug.
-  Known (reported to the lead): head4 with the ℓ2 ball fails it — our CROWN upper bound of
-  one margin row is 0.21 looser (3.62 vs 3.41); our tighter layer-1 intervals flip one
-  adaptive lower slope, which makes two layer-2 intervals wider than auto_LiRPA's. Sound,
-  but it breaks the issue's "never looser" requirement as stated.
+  one computed from the tightened layer before. That is sound, but with CROWN's adaptive lower
+  slope (1 if u > −l else 0) a tighter interval can flip a slope, and the final pass from
+  tighter intermediate bounds is then not guaranteed tighter: "never looser" is an empirical
+  property, not a theorem. head4 with the ℓ2 ball is a known counterexample, kept as a strict
+  xfail: one margin row's upper bound is 0.21 looser (3.62 vs 3.41) because our tighter
+  layer-1 interval flips one slope and two layer-2 intervals come out wider. With a fixed
+  lower slope CROWN is monotone in the intermediate intervals; that is tested in
+  test_bounds_exact.py's relations where it holds.
 """
 
 from __future__ import annotations
@@ -83,13 +85,60 @@ def _close(a, b, rtol):
 
 @pytest.mark.parametrize("ptb_kind", ["box", "l2"])
 @pytest.mark.parametrize("case", HEADS, ids=[f"head{c[0]}" for c in HEADS])
-def test_matches_auto_lirpa(case, ptb_kind):
+def test_ibp_and_crown_ibp_equal_auto_lirpa(case, ptb_kind):
     head, z0, C, s, eps, dims = _case(*case, ptb_kind)
     for method in ("ibp", "crown-ibp"):
         lo_ref, up_ref = _lirpa_bounds(head, z0, ptb_kind, eps, dims, C, method)
         lo, up = bound(head, s, C, method=method)
         assert _close(lo, lo_ref, 1e-9).all(), f"{method} lower differs: max {(lo - lo_ref).abs().max():.3g}"
         assert _close(up, up_ref, 1e-9).all(), f"{method} upper differs: max {(up - up_ref).abs().max():.3g}"
+
+
+@pytest.mark.parametrize("ptb_kind", ["box", "l2"])
+@pytest.mark.parametrize("case", HEADS, ids=[f"head{c[0]}" for c in HEADS])
+def test_crown_pass_reproduces_auto_lirpa_from_its_intermediate_bounds(case, ptb_kind):
+    """Feed auto_LiRPA's intermediate intervals to our backward pass: same CROWN bounds."""
+    from auditai.bounds.crown import Relaxations, backward_lower
+    from auditai.bounds.engine import prepare
+    from auditai.bounds.ops import Activation, to_ops
+
+    head, z0, C, s, eps, dims = _case(*case, ptb_kind)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from auto_LiRPA import BoundedModule, BoundedTensor
+        from auto_LiRPA.perturbations import PerturbationLpNorm
+
+        if ptb_kind == "box":
+            half = torch.zeros_like(z0)
+            half[:, dims] = eps
+            ptb = PerturbationLpNorm(norm=math.inf, x_L=z0 - half, x_U=z0 + half)
+        else:
+            ptb = PerturbationLpNorm(norm=2, eps=eps)
+        bm = BoundedModule(head, torch.zeros_like(z0), device="cpu", verbose=0)
+        lo_ref, up_ref = bm.compute_bounds(x=(BoundedTensor(z0, ptb),), C=C, method="CROWN")
+        theirs = [(r.inputs[0].lower.detach(), r.inputs[0].upper.detach()) for r in bm.relus]
+    ops, in_shape = prepare(to_ops(head, (z0.shape[1],)), s.z0, s.basis)
+    acts = [i for i, op in enumerate(ops) if isinstance(op, Activation)]
+    assert len(acts) == len(theirs)
+    pre = [None] * len(ops)
+    for i, lu in zip(acts, theirs):
+        pre[i] = lu
+    A = torch.cat([C, -C], dim=1)
+    low = backward_lower(ops, A, Relaxations(ops, pre), s.eps, s.p, len(in_shape))
+    m = C.shape[1]
+    assert _close(low[:, :m], lo_ref.detach(), 1e-9).all()
+    assert _close(-low[:, m:], up_ref.detach(), 1e-9).all()
+
+
+_FLIP = "adaptive-slope flip: tighter layer-1 intervals make CROWN looser here (see module doc)"
+
+
+@pytest.mark.parametrize("ptb_kind", ["box", "l2"])
+@pytest.mark.parametrize("case", HEADS, ids=[f"head{c[0]}" for c in HEADS])
+def test_crown_never_looser_than_auto_lirpa(case, ptb_kind, request):
+    if case[0] == 4 and ptb_kind == "l2":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=_FLIP))
+    head, z0, C, s, eps, dims = _case(*case, ptb_kind)
     lo_ref, up_ref = _lirpa_bounds(head, z0, ptb_kind, eps, dims, C, "crown")
     lo, up = bound(head, s, C, method="crown")
     tol = 1e-9 * (1.0 + lo_ref.abs())
@@ -109,11 +158,8 @@ def test_engine_auto_lirpa_adapter_agrees(method):
         lo, up = bound(head, s, C, method=method, engine="auto_lirpa")
         torch.testing.assert_close(lo, lo_ref, rtol=1e-9, atol=1e-9)
         torch.testing.assert_close(up, up_ref, rtol=1e-9, atol=1e-9)
-    # a general basis: the adapter hands auto_LiRPA a wrapper δ ↦ head(z0 + Bδ) whose basis is a
-    # separate Linear layer, so auto_LiRPA's IBP interval after the head's first layer is the
-    # interval of an interval (looser), while ours folds B into that layer (exact by Hölder).
-    # Provable for IBP: ours ⊆ the adapter's (exact first intervals, then inclusion-monotone
-    # interval arithmetic). For every method: the adapter's bounds are sound at sampled points.
+    # a general basis: the adapter folds z0 + Bδ into the head's first Linear, as our engine
+    # does, so IBP and CROWN-IBP agree exactly; every method's bounds are sound at sampled points.
     gen = torch.Generator().manual_seed(9)
     B = torch.randn(d, 2, generator=gen, dtype=torch.float64)
     s = LatentSet.from_basis(z0, B, 0.2, "inf")
@@ -123,6 +169,6 @@ def test_engine_auto_lirpa_adapter_agrees(method):
         vals = torch.einsum("nmo,sno->snm", C, y)
     tol = 1e-9 * (1 + lo_a.abs().max() + up_a.abs().max())
     assert (vals.amin(0) >= lo_a - tol).all() and (vals.amax(0) <= up_a + tol).all()
-    if method == "ibp":
+    if method != "crown":
         lo, up = bound(head, s, C, method=method)
-        assert (lo >= lo_a - tol).all() and (up <= up_a + tol).all()
+        assert _close(lo, lo_a, 1e-9).all() and _close(up, up_a, 1e-9).all()
