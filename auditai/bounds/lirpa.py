@@ -75,28 +75,34 @@ def bound_auto_lirpa(head: nn.Module, latent_set, C: Optional[Tensor], method: s
         C = C.unsqueeze(0).expand(n, *C.shape)
     axis_aligned = bool(((s.basis != 0).sum(0) == 1).all() and ((s.basis != 0).sum(1) <= 1).all())
     identity = k == d and bool(torch.equal(s.basis, torch.eye(d, dtype=s.basis.dtype, device=s.basis.device)))
+    old_dtype = torch.get_default_dtype()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if math.isinf(s.p) and axis_aligned:
-            # a box on z: the same set, given to auto_LiRPA without a wrapper layer
-            half = s.eps.unsqueeze(1) * s.basis.abs().sum(1).unsqueeze(0)
-            ptb = PerturbationLpNorm(norm=math.inf, x_L=s.z0 - half, x_U=s.z0 + half)
-            bm = BoundedModule(head, s.z0, device=s.z0.device, verbose=0)
-            args = (BoundedTensor(s.z0, ptb),)
-        elif identity:
-            ptb = PerturbationLpNorm(norm=s.p, eps=s.eps.reshape(n, 1))
-            bm = BoundedModule(head, s.z0, device=s.z0.device, verbose=0)
-            args = (BoundedTensor(s.z0, ptb),)
-        else:
-            model = _Folded(head, s.basis).to(s.z0.device)
-            delta0 = torch.zeros(n, k, dtype=s.z0.dtype, device=s.z0.device)
-            if math.isinf(s.p):
-                e = s.eps.unsqueeze(1).expand(n, k)
-                ptb = PerturbationLpNorm(norm=math.inf, x_L=-e, x_U=e)
-            else:
+        # auto_LiRPA creates some constants in the default dtype: make it the set's
+        torch.set_default_dtype(s.z0.dtype)
+        try:
+            if math.isinf(s.p) and axis_aligned:
+                # a box on z: the same set, given to auto_LiRPA without a wrapper layer
+                half = s.eps.unsqueeze(1) * s.basis.abs().sum(1).unsqueeze(0)
+                ptb = PerturbationLpNorm(norm=math.inf, x_L=s.z0 - half, x_U=s.z0 + half)
+                bm = BoundedModule(head, s.z0, device=s.z0.device, verbose=0)
+                args = (BoundedTensor(s.z0, ptb),)
+            elif identity:
                 ptb = PerturbationLpNorm(norm=s.p, eps=s.eps.reshape(n, 1))
-            c0 = model.offset(s.z0)
-            bm = BoundedModule(model, (delta0, c0), device=s.z0.device, verbose=0)
-            args = (BoundedTensor(delta0, ptb), c0)
-        lo, up = bm.compute_bounds(x=args, C=C, method=_METHOD[method], bound_upper=bound_upper)
+                bm = BoundedModule(head, s.z0, device=s.z0.device, verbose=0)
+                args = (BoundedTensor(s.z0, ptb),)
+            else:
+                model = _Folded(head, s.basis).to(s.z0.device)
+                delta0 = torch.zeros(n, k, dtype=s.z0.dtype, device=s.z0.device)
+                if math.isinf(s.p):
+                    e = s.eps.unsqueeze(1).expand(n, k)
+                    ptb = PerturbationLpNorm(norm=math.inf, x_L=-e, x_U=e)
+                else:
+                    ptb = PerturbationLpNorm(norm=s.p, eps=s.eps.reshape(n, 1))
+                c0 = model.offset(s.z0)
+                bm = BoundedModule(model, (delta0, c0), device=s.z0.device, verbose=0)
+                args = (BoundedTensor(delta0, ptb), c0)
+            lo, up = bm.compute_bounds(x=args, C=C, method=_METHOD[method], bound_upper=bound_upper)
+        finally:
+            torch.set_default_dtype(old_dtype)
     return lo.detach(), (up.detach() if bound_upper else None)
