@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 WHEELS ?= ../shared/wheels
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test test-deps bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,18 @@ $(STAMP): $(PY) pyproject.toml
 
 venv: $(STAMP)
 
-test: $(STAMP)
+# Headless Chromium renders the spec-sheet's HTML in one test; install it when apt can
+# (as root), else that test skips and says why.
+test-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing Debian's chromium for the HTML rendering test"; \
+			(apt-get install -y -q chromium >/dev/null 2>&1 || \
+			 (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) || \
+			echo "could not install chromium: the HTML rendering test will skip"; \
+		fi; }
+
+test: $(STAMP) test-deps
 	$(PY) -m pytest -q -n 2 tests
 
 demo: $(STAMP)
