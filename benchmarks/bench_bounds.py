@@ -63,22 +63,53 @@ def timeit(fn, device, min_time=0.5, max_reps=50) -> float:
     return total / reps
 
 
-def peak_memory(fn, device) -> float | None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        fn()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        import tracemalloc  # noqa: F401 - torch CPU allocations are not traced; use RSS delta
-        import resource
+def peak_memory(method: str, n: int, upper: bool, device) -> float | None:
+    """Peak memory (MiB) of one bound call above what inputs and a forward pass use.
 
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        fn()
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return (after - before) / 1024 if after > before else None
-    except Exception:
+    CUDA: the allocator's peak. CPU: the growth of the peak resident set of a fresh process
+    (torch's CPU allocations are invisible to tracemalloc).
+    """
+    if device.type == "cuda":
+        head = paper_head(device)
+        z0, C, s = make_inputs(n, device)
+        with torch.no_grad():
+            head(z0)
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            bound(head, s, C, method=method, bound_upper=upper)
+            torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory-probe", method, str(n), "1" if upper else "0"],
+        capture_output=True, text=True, timeout=600,
+    )
+    try:
+        return float(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
         return None
+
+
+def make_inputs(n: int, device):
+    g = torch.Generator().manual_seed(n)
+    z0 = torch.randn(n, 128, generator=g).to(device)
+    labels = torch.randint(0, 10, (n,), generator=g).to(device)
+    return z0, margin_matrix(labels, 10), LatentSet.from_dims(z0, list(range(8)), 0.05)
+
+
+def _memory_probe(method: str, n: int, upper: bool) -> None:
+    import resource
+
+    head = paper_head(torch.device("cpu"))
+    z0, C, s = make_inputs(n, torch.device("cpu"))
+    with torch.no_grad():
+        head(z0)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        bound(head, s, C, method=method, bound_upper=upper)
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print((after - before) / 1024)
 
 
 def main() -> None:
@@ -90,7 +121,12 @@ def main() -> None:
     ap.add_argument("--lirpa-max-batch", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=str(RESULTS / "bench_bounds.md"))
+    ap.add_argument("--memory-probe", nargs=3, metavar=("METHOD", "N", "UPPER"), help=argparse.SUPPRESS)
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory column")
     args = ap.parse_args()
+    if args.memory_probe:
+        _memory_probe(args.memory_probe[0], int(args.memory_probe[1]), args.memory_probe[2] == "1")
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -100,11 +136,7 @@ def main() -> None:
     rows = []
     with torch.no_grad():
         for n in args.batches:
-            g = torch.Generator().manual_seed(n)
-            z0 = torch.randn(n, 128, generator=g).to(device)
-            labels = torch.randint(0, 10, (n,), generator=g).to(device)
-            C = margin_matrix(labels, 10)
-            s = LatentSet.from_dims(z0, list(range(8)), 0.05)
+            z0, C, s = make_inputs(n, device)
             t_fwd = timeit(lambda: head(z0), device)
             cases = [("ibp", True), ("crown-ibp", False), ("crown-ibp", True)]
             if n <= args.crown_max_batch:
@@ -112,8 +144,7 @@ def main() -> None:
             for method, upper in cases:
                 t = timeit(lambda: bound(head, s, C, method=method, bound_upper=upper), device,
                            min_time=0.3 if method != "crown" else 0.0, max_reps=50 if method != "crown" else 1)
-                mem = peak_memory(lambda: bound(head, s, C, method=method, bound_upper=upper), device) \
-                    if n >= 1024 else None
+                mem = None if args.no_memory or n < 64 else peak_memory(method, n, upper, device)
                 t_l = None
                 if use_lirpa and n <= (args.crown_max_batch if method == "crown" else args.lirpa_max_batch):
                     with warnings.catch_warnings():
@@ -137,7 +168,7 @@ def main() -> None:
         f"Device: {dev}; torch {torch.__version__}; auto_LiRPA {lirpa_version if use_lirpa else 'not run'}; float32.",
         "Head 128→1024→1024→1024→1024→10 (ReLU), box on 8 latent dims (ε=0.05), m=9 margin rows.",
         "",
-        "| batch | method | samples/s | ms | × forward | auto_LiRPA × forward | speed-up vs auto_LiRPA | peak MiB (RSS growth) |",
+        "| batch | method | samples/s | ms | × forward | auto_LiRPA × forward | speed-up vs auto_LiRPA | peak MiB |",
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     f = lambda v, fmt: "–" if v is None else format(v, fmt)  # noqa: E731

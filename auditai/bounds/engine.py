@@ -175,7 +175,7 @@ def _chunk_size(n: int, m: int, widths: Sequence[int], itemsize: int, method: st
     rows = m * (2 if bound_upper else 1)
     if method == "crown":
         rows = max(rows, 2 * w)
-    per_sample = max(1, rows * w * itemsize * 4)
+    per_sample = max(1, rows * w * itemsize * 6)  # A, its negative part, products: measured ≈ 6×
     return max(1, min(n, budget // per_sample))
 
 

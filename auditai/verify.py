@@ -1,0 +1,365 @@
+"""The verification runner: verdicts, ε curves, certified radii and counterexamples (paper §2.2–2.4).
+
+For codes z0 (N×d), labels, a set kind (Dims / Direction / Basis) and a list of ε, `verify` bounds
+the spec margins C·f_d(z) + d over every set in one batched pass (N·E rows, one ε per row, chunked)
+and gives each sample and ε a verdict:
+
+- **+1 verified**: every row's certified lower bound exceeds the rounding tolerance of the bound
+  computation (bounds are computed on a float64 copy of the head; the tolerance is derived in
+  `auditai.bounds.exactline` and `auditai.bounds.split.bound_tolerance`), so rounding never turns
+  a violated sample into a verified one, whatever the head's own dtype;
+- **−1 falsified**: a concrete z in the set has a margin ≤ 0 in a float64 forward pass (ties count
+  as violations): the centre (clean mistakes), latent PGD (`auditai.attack`), a split's centre or
+  ExactLine's worst point;
+- **0 unknown** otherwise.
+
+Sets are nested in ε, so a verified ε makes every smaller ε verified and a counterexample δ
+falsifies every ε ≥ ‖δ‖_p: verdicts are made monotone that way (both sound).
+method="complete" decides more: for one direction (k = 1) on a piecewise-linear head by exact
+enumeration of the linear pieces (ExactLine), otherwise (k ≤ 3) by branch and bound over δ.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from auditai.attack import check_points, head64, pgd
+from auditai.bounds import bound
+from auditai.bounds.exactline import exact_line, is_piecewise_linear, layer_ops
+from auditai.bounds.split import bound_tolerance, branch_and_bound
+from auditai.latent import LatentSet, norm_name
+from auditai.spec import make_spec
+
+VERIFY_METHODS = ("ibp", "crown-ibp", "crown", "complete")
+_BYTES_PER_UNIT = 8 * 6  # float64 coefficient tensors, a few live at once
+
+
+@dataclass
+class Counterexample:
+    """A concrete violation: z = z0 + B·δ of sample `sample` at ε = eps makes spec row `row` ≤ 0."""
+
+    sample: int
+    eps_index: int
+    eps: float
+    delta: list
+    z: list
+    row: int
+    row_name: str
+    margin: float
+    outputs: list
+
+
+@dataclass
+class VerificationResult:
+    """Verdicts of one unit test over N samples and the ε list (see docs/internals.md)."""
+
+    eps: list
+    method: str
+    spec: str
+    set_description: str
+    norm: str
+    n: int
+    clean_error: list
+    verified_error: list
+    falsified_fraction: list
+    unknown_fraction: list
+    verdicts: Tensor
+    certified_radius: Tensor | None
+    max_radius: float | None
+    counterexamples: list = field(default_factory=list)
+    time_s: float = 0.0
+    device: str = "cpu"
+    engine: str = "auditai"
+
+    def worst_counterexample(self, eps_index: int) -> Counterexample | None:
+        """The counterexample with the most negative margin at ε index `eps_index` (None if none)."""
+        cs = [c for c in self.counterexamples if c.eps_index == eps_index]
+        return min(cs, key=lambda c: c.margin) if cs else None
+
+    def to_dict(self) -> dict:
+        """A JSON-safe dict (lists and numbers only)."""
+        d: dict[str, Any] = {
+            k: getattr(self, k)
+            for k in ("eps", "method", "spec", "set_description", "norm", "n", "clean_error",
+                      "verified_error", "falsified_fraction", "unknown_fraction", "max_radius",
+                      "time_s", "device", "engine")
+        }
+        d["verdicts"] = self.verdicts.to(torch.int64).tolist()
+        d["certified_radius"] = None if self.certified_radius is None else self.certified_radius.tolist()
+        d["counterexamples"] = [asdict(c) for c in self.counterexamples]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "VerificationResult":
+        """Inverse of `to_dict`."""
+        kw = dict(d)
+        v = torch.tensor(kw.pop("verdicts"), dtype=torch.int8)
+        kw["verdicts"] = v.reshape(int(d["n"]), len(d["eps"]))
+        r = kw.pop("certified_radius")
+        kw["certified_radius"] = None if r is None else torch.tensor(r, dtype=torch.float64)
+        kw["counterexamples"] = [Counterexample(**c) for c in kw.pop("counterexamples")]
+        return cls(**kw)
+
+
+def _eps_list(eps) -> list[float]:
+    if isinstance(eps, Tensor):
+        eps = eps.flatten().tolist()
+    if isinstance(eps, (int, float)):
+        eps = [eps]
+    try:
+        out = [float(e) for e in eps]
+    except (TypeError, ValueError):
+        raise ValueError(f"eps must be a number or a list of numbers, got {eps!r}") from None
+    if not out:
+        raise ValueError("eps is empty: give at least one radius")
+    bad = [e for e in out if not (math.isfinite(e) and e >= 0)]
+    if bad:
+        raise ValueError(f"eps values must be finite and >= 0, got {bad}")
+    return out
+
+
+def _chunk_rows(chunk_size: int | None, memory_budget: int | None, m: int, width: int) -> int:
+    if chunk_size is not None:
+        if int(chunk_size) < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        return int(chunk_size)
+    budget = memory_budget if memory_budget is not None else 1 << 30
+    return max(1, int(budget // (_BYTES_PER_UNIT * max(1, m) * max(1, width))))
+
+
+class _Bounder:
+    """Certified lower margins (rows × m, minus tolerance) for rows of (z0, ε), chunked."""
+
+    def __init__(self, h64, basis, p, method, engine, chunk):
+        self.h64, self.basis, self.p, self.method, self.engine, self.chunk = h64, basis, p, method, engine, chunk
+        self.ops = layer_ops(h64)
+        self.colsum = basis.abs().sum(dim=1)
+
+    @torch.no_grad()
+    def certified(self, z: Tensor, eps: Tensor, C: Tensor, d: Tensor) -> Tensor:
+        """min over spec rows of (lower bound + d − tol): > 0 means verified. One value per row."""
+        outs = []
+        for i in range(0, z.shape[0], self.chunk):
+            sl = slice(i, i + self.chunk)
+            s = LatentSet(z[sl], self.basis, eps[sl].contiguous(), self.p)
+            lo, _ = bound(self.h64, s, C[sl], method=self.method, bound_upper=False, engine=self.engine)
+            tol = bound_tolerance(self.ops, z[sl].abs() + eps[sl, None] * self.colsum, C[sl], d[sl], z.dtype)
+            outs.append((lo.detach() + d[sl]).min(dim=1).values - tol)
+        return torch.cat(outs) if outs else z.new_zeros(0)
+
+
+def verify(
+    head: nn.Module,
+    z0,
+    labels,
+    latent,
+    eps,
+    spec: str = "label",
+    method: str = "crown-ibp",
+    *,
+    attack: bool = True,
+    radius: bool = True,
+    max_radius: float | None = None,
+    memory_budget: int | None = None,
+    device=None,
+    engine: str = "auditai",
+    output_index: int | None = None,
+    tau: float | None = None,
+    class_names: Sequence[str] | None = None,
+    chunk_size: int | None = None,
+    radius_tol: float | None = None,
+    split_budget: int = 64,
+    attack_steps: int = 20,
+    attack_restarts: int = 2,
+    seed: int = 0,
+) -> VerificationResult:
+    """Verify the spec for every sample over the set `latent.make(z0, ε)` for each ε in `eps`.
+
+    Args:
+        head: f_d (Z → Y). z0: N×d codes. labels: N class indices (None for spec 'prediction',
+            'band' and sign-of-z0 'binary'). latent: a set kind (Dims, Direction, Basis).
+        eps: list of radii. spec: label | prediction | binary | band (output_index, tau).
+        method: ibp | crown-ibp | crown | complete.
+        attack: run latent PGD on the unknown rows. radius: compute certified radii by bisection
+            up to `max_radius` (default max(eps)) to within `radius_tol` (default max_radius/1000);
+            exact (ExactLine) for method='complete' with k = 1 on a piecewise-linear head.
+        memory_budget / chunk_size: rows per engine call (results do not depend on it).
+        split_budget: cubes per row for branch and bound (method='complete', k ≤ 3).
+    """
+    t_start = time.perf_counter()
+    m_key = str(method).strip().lower()
+    if m_key not in VERIFY_METHODS:
+        raise ValueError(f"unknown method {method!r}: expected one of {', '.join(VERIFY_METHODS)}")
+    if not hasattr(latent, "make"):
+        raise ValueError(
+            f"latent must be a set kind (auditai.latent.Dims, Direction or Basis), got {type(latent).__name__}"
+        )
+    eps_l = _eps_list(eps)
+    E = len(eps_l)
+    dev = torch.device(device) if device is not None else next(
+        (p.device for p in head.parameters()), torch.device("cpu"))
+    h64 = head64(head).to(dev)
+    z = z0 if isinstance(z0, Tensor) else torch.as_tensor(z0)
+    z = z.to(device=dev, dtype=torch.float64)
+    base = latent.make(z, 0.0)  # validates z0 and the set
+    n, B, p, k = base.n, base.basis, base.p, base.k
+    with torch.no_grad():
+        out0 = h64(base.z0)
+    sp = make_spec(spec, out0, labels, output_index=output_index, tau=tau, class_names=class_names)
+    C, d = sp.C, sp.d
+    m = sp.m
+    complete = m_key == "complete"
+    pl = is_piecewise_linear(h64)
+    if complete and k > 3:
+        raise ValueError(f"method 'complete' needs a set of k ≤ 3 directions; this set has k = {k}")
+    use_line = complete and k == 1 and pl
+    bmethod = "crown-ibp" if complete else m_key
+    if max_radius is None:
+        max_radius = max(eps_l) if max(eps_l) > 0 else 1.0
+    max_radius = float(max_radius)
+    if not (math.isfinite(max_radius) and max_radius >= 0):
+        raise ValueError(f"max_radius must be finite and >= 0, got {max_radius}")
+    width = max([op.width for op in layer_ops(h64)] + [C.shape[2]])
+    chunk = _chunk_rows(chunk_size, memory_budget, m, width)
+    bnd = _Bounder(h64, B, p, bmethod, engine, chunk)
+    z = base.z0
+    gen = torch.Generator().manual_seed(seed)
+
+    # ---------------------------------------------------------- centre
+    m0 = sp.margins(out0)
+    clean_bad = m0.min(dim=1).values <= 0
+    cols = list(eps_l) + ([max_radius] if radius else [])
+    Ec = len(cols)
+    eps_t = torch.tensor(cols, dtype=torch.float64, device=dev)
+    # ---------------------------------------------------------- one batched pass: N·Ec rows
+    rows_z = z.repeat(Ec, 1)
+    rows_e = eps_t.repeat_interleave(n)
+    rows_C = C.repeat(Ec, 1, 1)
+    rows_d = d.repeat(Ec, 1)
+    cert = bnd.certified(rows_z, rows_e, rows_C, rows_d).view(Ec, n).T  # N×Ec
+    V = torch.where(cert > 0, 1, 0).to(torch.int8)
+    if (V[clean_bad] == 1).any():
+        raise RuntimeError("soundness check failed: a sample violated at its centre was verified")
+    # monotone in ε: verified at a larger ε implies verified at every smaller one
+    vmax = torch.where(V == 1, eps_t, -1.0).amax(dim=1)
+    V = torch.where(eps_t[None] <= vmax[:, None], torch.ones_like(V), V)
+    V[clean_bad] = -1
+    cex_delta = torch.zeros(n, Ec, k, dtype=torch.float64, device=dev)  # counterexample δ per cell
+    # ---------------------------------------------------------- falsify / complete
+    line = None
+    if use_line:
+        need = (~clean_bad) & (V != 1).any(dim=1)
+        idx = need.nonzero().flatten()
+        if idx.numel():
+            R = torch.where(V[idx] != 1, eps_t, 0.0).amax(dim=1)
+            per = max(1, chunk // 64)
+            line = exact_line(h64, z[idx], B[:, 0], eps_t.expand(idx.numel(), Ec).contiguous(),
+                              C[idx], d[idx], radius_cap=R, chunk=per)
+            ok = line.min_margin > line.tol[:, None]
+            wt = line.worst_t.nan_to_num(0.0)
+            sel = torch.arange(idx.numel(), device=dev)
+            for e in range(Ec):
+                dlt = wt[:, e:e + 1]
+                s_e = LatentSet(z[idx], B, eps_t[e].expand(idx.numel()).contiguous(), p)
+                mm, _, _ = check_points(h64, s_e, dlt, C[idx], d[idx])
+                inside = eps_t[e] <= R
+                newv = torch.where(ok[:, e], 1, torch.where(mm <= 0, -1, 0)).to(torch.int8)
+                cur = V[idx, e]
+                if ((cur == 1) & (newv == -1) & inside).any():
+                    raise RuntimeError("soundness check failed: ExactLine falsified a verified sample")
+                upd = inside & (cur != 1)
+                V[idx[upd], e] = newv[upd]
+                cex_delta[idx[upd], e] = dlt[upd]
+            del sel
+    elif attack or complete:
+        unk = (V == 0)
+        ni, ei = unk.nonzero(as_tuple=True)
+        if ni.numel():
+            s = LatentSet(z[ni], B, eps_t[ei].contiguous(), p)
+            res = pgd(h64, s, C[ni], d[ni], steps=attack_steps, restarts=attack_restarts,
+                      generator=gen, h64=h64) if attack else None
+            if res is not None:
+                V[ni[res.found], ei[res.found]] = -1
+                cex_delta[ni[res.found], ei[res.found]] = res.delta[res.found]
+            if complete:
+                still = V[ni, ei] == 0
+                ni2, ei2 = ni[still], ei[still]
+                if ni2.numel():
+                    sr = branch_and_bound(h64, z[ni2], B, eps_t[ei2].contiguous(), p, C[ni2], d[ni2],
+                                          method="crown-ibp", budget=split_budget, chunk=chunk)
+                    V[ni2, ei2] = sr.status
+                    f = sr.status == -1
+                    cex_delta[ni2[f], ei2[f]] = sr.delta[f]
+    # a counterexample δ falsifies every ε ≥ ‖δ‖_p (same sample)
+    fal = V == -1
+    if fal.any():
+        nrm = torch.linalg.vector_norm(cex_delta, ord=p, dim=2)  # N×Ec
+        nrm = torch.where(fal, nrm, math.inf)
+        best, arg = nrm.min(dim=1)
+        spread = (eps_t[None] >= best[:, None]) & (V != -1)
+        if (spread & (V == 1)).any():
+            raise RuntimeError("soundness check failed: a counterexample lies in a verified set")
+        src = cex_delta[torch.arange(n, device=dev), arg]  # N×k
+        cex_delta = torch.where(spread[:, :, None], src[:, None, :], cex_delta)
+        V = torch.where(spread, torch.full_like(V, -1), V)
+    # ---------------------------------------------------------- certified radius
+    rad = None
+    if radius:
+        rad = torch.zeros(n, dtype=torch.float64, device=dev)
+        if use_line:
+            verified_all = (V == 1).all(dim=1)
+            rad[verified_all] = max_radius
+            if line is not None:
+                rad[idx] = torch.minimum(line.radius, torch.tensor(max_radius, dtype=torch.float64))
+                rad[idx[V[idx, Ec - 1] == 1]] = max_radius
+        else:
+            rtol = radius_tol if radius_tol is not None else max(max_radius, 1e-12) / 1000.0
+            lo = torch.where(V == 1, eps_t, 0.0).amax(dim=1)
+            hi = torch.where((V != 1) & (eps_t[None] > lo[:, None]), eps_t, math.inf).amin(dim=1)
+            # not even verified at 0: check the centre itself (ε = 0)
+            zero = (V != 1).all(dim=1) & ~clean_bad
+            if zero.any():
+                c0 = bnd.certified(z[zero], torch.zeros(int(zero.sum()), dtype=torch.float64, device=dev),
+                                   C[zero], d[zero])
+                hi[zero.nonzero().flatten()[c0 <= 0]] = 0.0
+            hi[clean_bad] = 0.0
+            act = torch.isfinite(hi) & (hi - lo > rtol)
+            while act.any():
+                ii = act.nonzero().flatten()
+                mid = (lo[ii] + hi[ii]) / 2
+                c = bnd.certified(z[ii], mid, C[ii], d[ii]) > 0
+                lo[ii[c]] = mid[c]
+                hi[ii[~c]] = mid[~c]
+                act = torch.isfinite(hi) & (hi - lo > rtol)
+            rad = torch.where(torch.isfinite(hi), lo, torch.full_like(lo, max_radius))
+            rad[clean_bad] = 0.0
+    # ---------------------------------------------------------- result
+    V = V[:, :E].contiguous().cpu()
+    vf = (V == 1).double().mean(dim=0)
+    ff = (V == -1).double().mean(dim=0)
+    uf = (V == 0).double().mean(dim=0)
+    ce = float(clean_bad.double().mean()) if n else 0.0
+    cexs: list[Counterexample] = []
+    ni, ei = (V == -1).nonzero(as_tuple=True)
+    if ni.numel():
+        dl = cex_delta[:, :E][ni, ei]
+        s = LatentSet(z[ni], B, eps_t[ei].contiguous(), p)
+        mm, row, outs = check_points(h64, s, dl, C[ni], d[ni])
+        zz = z[ni] + dl @ B.T
+        for j in range(ni.numel()):
+            a, e = int(ni[j]), int(ei[j])
+            cexs.append(Counterexample(a, e, eps_l[e], dl[j].tolist(), zz[j].tolist(), int(row[j]),
+                                       sp.row_name(a, int(row[j])), float(mm[j]), outs[j].tolist()))
+    return VerificationResult(
+        eps=eps_l, method=m_key, spec=sp.kind, set_description=latent.describe(), norm=norm_name(p), n=n,
+        clean_error=[ce] * E, verified_error=[float(1 - x) for x in vf], falsified_fraction=[float(x) for x in ff],
+        unknown_fraction=[float(x) for x in uf], verdicts=V, certified_radius=None if rad is None else rad.cpu(),
+        max_radius=max_radius if radius else None, counterexamples=cexs, time_s=time.perf_counter() - t_start,
+        device=str(dev), engine=engine,
+    )
