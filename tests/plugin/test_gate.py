@@ -15,7 +15,8 @@ def test_passing_suite_and_summary(tiny):
     assert "auditai spec-sheet" in out
     rows = [ln.split() for ln in result.stdout.lines if ln.startswith(("pose ", "light "))]
     # one row per unit test and ε, report_eps included; verified error exact for a linear head
-    assert [(r[0], r[4], r[6]) for r in rows] == [
+    # columns: name, "direction", quoted name, ε, clean err, verified err, ...
+    assert [(r[0], r[3], r[5]) for r in rows] == [
         ("light", "1", "0"), ("pose", "0.5", "0.25"), ("pose", "1", "0.5"), ("pose", "1.5", "0.75"),
     ]
 
