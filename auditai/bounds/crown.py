@@ -16,20 +16,10 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from auditai.bounds.ops import Activation, Dense, apply_rows
+from auditai.bounds.ops import Activation, Dense, apply_rows, dual_norm
 from auditai.bounds.relax import relax
 
 Interval = Tuple[Tensor, Tensor]
-
-
-def dual_norm_of_rows(A: Tensor, p: float, in_nd: int) -> Tensor:
-    """‖A_row‖_q over the last `in_nd` dims, 1/p + 1/q = 1."""
-    Af = A.flatten(-in_nd) if in_nd > 1 else A
-    if p == math.inf:
-        return Af.abs().sum(-1)
-    if p == 2.0:
-        return torch.linalg.vector_norm(Af, dim=-1)
-    return Af.abs().amax(-1)
 
 
 class Relaxations:
@@ -96,7 +86,7 @@ def backward_lower(
             A = op.backward(A)
     if A.dim() == in_nd + 1:
         A = A.unsqueeze(0).expand(n, *A.shape)
-    lower = -eps.unsqueeze(1) * dual_norm_of_rows(A, p, in_nd)
+    lower = -eps.unsqueeze(1) * dual_norm(A, p, in_nd)
     if bias is not None:
         lower = lower + (bias if bias.dim() == 2 else bias.unsqueeze(0))
     return lower

@@ -29,10 +29,8 @@ from auditai.bounds.ops import (
     Conv,
     Dense,
     Reshape,
-    ScaleShift,
     Shift,
     fold_scale_shift,
-    fold_spec,
     merge_dense,
     to_ops,
 )

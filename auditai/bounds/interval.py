@@ -8,33 +8,21 @@ norm ball"); later ones the interval of the box before them.
 
 from __future__ import annotations
 
-import math
 from typing import List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from auditai.bounds.ops import Activation, Conv, Dense, Reshape, Shift, apply_rows, fold_spec
+from auditai.bounds.ops import Activation, Conv, Dense, Reshape, Shift, apply_rows, dual_norm, fold_spec
 
 Interval = Tuple[Tensor, Tensor]
 
 
-def _rows_dual_norm(W: Tensor, q: float) -> Tensor:
-    """‖row‖_q of W (out×in) or of each sample's W (N×out×in)."""
-    if q == 1.0:
-        return W.abs().sum(-1)
-    if q == 2.0:
-        return torch.linalg.vector_norm(W, dim=-1)
-    return W.abs().amax(-1)
-
-
 def first_mix_radius(op, eps: Tensor, p: float, r_box: Tensor) -> Tensor:
     """Exact radius of op(δ) over ‖δ‖_p ≤ ε for the first coordinate-mixing op (Dense, Conv)."""
-    q = _dual(p)
     if isinstance(op, Dense):
-        return eps.unsqueeze(1) * _rows_dual_norm(op.weight, q)
-    if isinstance(op, Conv) and q == 2.0:
+        return eps.unsqueeze(1) * dual_norm(op.weight, p)
+    if isinstance(op, Conv) and p == 2.0:
         ones = torch.ones_like(r_box)
         sq = op._conv(ones, op.weight * op.weight, None).clamp_min(0).sqrt()
         return sq * eps.reshape(-1, *([1] * len(op.out_shape)))
@@ -70,10 +58,10 @@ def ibp_folded(W: Tensor, bias: Optional[Tensor], c: Tensor, r: Tensor, eps: Ten
     (or exactly over the ball when `fresh`: the head is a single affine map)."""
     if W.dim() == 2:
         cc = c @ W.T
-        rr = eps.unsqueeze(1) * _rows_dual_norm(W, _dual(p)) if fresh else r @ W.abs().T
+        rr = eps.unsqueeze(1) * dual_norm(W, p) if fresh else r @ W.abs().T
     else:
         cc = torch.einsum("nmi,ni->nm", W, c)
-        rr = eps.unsqueeze(1) * _rows_dual_norm(W, _dual(p)) if fresh else torch.einsum("nmi,ni->nm", W.abs(), r)
+        rr = eps.unsqueeze(1) * dual_norm(W, p) if fresh else torch.einsum("nmi,ni->nm", W.abs(), r)
     if bias is not None:
         cc = cc + bias
     return cc - rr, cc + rr
@@ -90,7 +78,7 @@ def ibp_last_layer(op, C: Tensor, c: Tensor, r: Tensor, eps: Tensor, p: float, f
             Wu = (Cu @ op.weight).reshape(u * m, -1)
             cc = (c @ Wu.T).reshape(-1, u, m)
             if fresh:
-                rr = eps.reshape(-1, 1, 1) * _rows_dual_norm(Wu, _dual(p)).reshape(1, u, m)
+                rr = eps.reshape(-1, 1, 1) * dual_norm(Wu, p).reshape(1, u, m)
             else:
                 rr = (r @ Wu.abs().T).reshape(-1, u, m)
             pick = torch.arange(C.shape[0], device=C.device)
@@ -100,10 +88,6 @@ def ibp_last_layer(op, C: Tensor, c: Tensor, r: Tensor, eps: Tensor, p: float, f
             return cc - rr, cc + rr
     W, b = fold_spec(op, C)
     return ibp_folded(W, b, c, r, eps, p, fresh)
-
-
-def _dual(p: float) -> float:
-    return {math.inf: 1.0, 2.0: 2.0, 1.0: math.inf}[p]
 
 
 def interval_pass(

@@ -24,7 +24,8 @@ def auto_lirpa_available() -> Tuple[bool, str]:
             warnings.simplefilter("ignore")
             import auto_LiRPA  # noqa: F401
     except Exception as e:  # pragma: no cover - depends on the environment
-        return False, f"auto_LiRPA is not importable ({type(e).__name__}: {e}); install the wheel in ../shared/wheels with --no-deps"
+        return False, (f"auto_LiRPA is not importable ({type(e).__name__}: {e}); "
+                       "install the wheel in ../shared/wheels with --no-deps")
     return True, getattr(auto_LiRPA, "__version__", "?")
 
 

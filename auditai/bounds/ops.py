@@ -56,6 +56,16 @@ def _abs_weight(w: Tensor) -> Tensor:
     return a
 
 
+def dual_norm(w: Tensor, p: float, nd: int = 1) -> Tensor:
+    """‖w‖_q over the last `nd` dims, 1/p + 1/q = 1: max of w·δ over the unit ℓp ball (Hölder)."""
+    w = w.flatten(-nd) if nd > 1 else w
+    if p == math.inf:
+        return w.abs().sum(-1)
+    if p == 2.0:
+        return torch.linalg.vector_norm(w, dim=-1)
+    return w.abs().amax(-1)
+
+
 def apply_rows(A: Tensor, b: Tensor, nd: int) -> Tensor:
     """Σ over the last `nd` dims of A·b: A (N,m,*s) or (m,*s); b (*s) or (N,*s) → (N,m) or (m,)."""
     Af = A.flatten(-nd) if nd > 1 else A

@@ -17,14 +17,13 @@ gathered per sample and padded to the widest sample, so chunking never changes a
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-from auditai.bounds.ops import Activation, Dense, _abs_weight
+from auditai.bounds.ops import Activation, Dense, _abs_weight, dual_norm
 from auditai.bounds.relax import relax
 
 
@@ -52,14 +51,6 @@ def applies(ops: Sequence, in_shape: Tuple[int, ...]) -> bool:
     )
 
 
-def _dual_norm(w: Tensor, p: float) -> Tensor:
-    if p == math.inf:
-        return w.abs().sum(-1)
-    if p == 2.0:
-        return torch.linalg.vector_norm(w, dim=-1)
-    return w.abs().amax(-1)
-
-
 def _eliminate(coef: Tensor, bias: Tensor, layers: List[_Layer], eps: Tensor, p: float) -> Tensor:
     """Lower bound of coef·F + bias over the set: substitute relaxations, then Hölder."""
     for L in reversed(layers):
@@ -73,7 +64,7 @@ def _eliminate(coef: Tensor, bias: Tensor, layers: List[_Layer], eps: Tensor, p:
             coef = torch.baddbmm(coef[..., : L.off], ad, L.GU)
         else:
             coef = coef[..., : L.off]
-    return bias - eps.unsqueeze(1) * _dual_norm(coef, p)
+    return bias - eps.unsqueeze(1) * dual_norm(coef, p)
 
 
 def symbolic_crown(
@@ -95,8 +86,7 @@ def symbolic_crown(
             G = W @ G if G.dim() == 2 else torch.matmul(W, G)
             g = g @ W.T if op.bias is None else g @ W.T + op.bias
             if fresh:
-                q = {math.inf: 1.0, 2.0: 2.0, 1.0: math.inf}[p]
-                r_ibp = eps.unsqueeze(1) * _dual_norm_rows(W, q)
+                r_ibp = eps.unsqueeze(1) * dual_norm(W, p)
                 c_ibp = op.forward(c_ibp)
                 fresh = False
             else:
@@ -151,11 +141,3 @@ def symbolic_crown(
     if not bound_upper:
         return low, None
     return low[:, :m], -low[:, m:]
-
-
-def _dual_norm_rows(W: Tensor, q: float) -> Tensor:
-    if q == 1.0:
-        return W.abs().sum(-1)
-    if q == 2.0:
-        return torch.linalg.vector_norm(W, dim=-1)
-    return W.abs().amax(-1)
