@@ -44,8 +44,8 @@ _NAMES = {"ibp": "IBP", "crown-ibp": "CROWN-IBP", "crown": "CROWN"}
 HEADS = [(1, 6, [10, 8], 4), (2, 8, [16, 16, 12], 5), (3, 4, [12], 3), (4, 5, [8, 8, 8], 4)]
 
 
-def _lirpa_bounds(head, z0, ptb_kind, eps, dims, C, method):
-    """auto_LiRPA's bounds of C·head(z) with a perturbation built on z directly."""
+def _lirpa_module(head, z0, ptb_kind, eps, dims):
+    """auto_LiRPA's BoundedModule on the head and its input, perturbed on z directly."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from auto_LiRPA import BoundedModule, BoundedTensor
@@ -58,7 +58,15 @@ def _lirpa_bounds(head, z0, ptb_kind, eps, dims, C, method):
         else:
             ptb = PerturbationLpNorm(norm=2, eps=eps)
         bm = BoundedModule(head, torch.zeros_like(z0), device="cpu", verbose=0)
-        lo, up = bm.compute_bounds(x=(BoundedTensor(z0, ptb),), C=C, method=_NAMES[method])
+    return bm, BoundedTensor(z0, ptb)
+
+
+def _lirpa_bounds(head, z0, ptb_kind, eps, dims, C, method):
+    """auto_LiRPA's bounds of C·head(z)."""
+    bm, x = _lirpa_module(head, z0, ptb_kind, eps, dims)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lo, up = bm.compute_bounds(x=(x,), C=C, method=_NAMES[method])
     return lo.detach(), up.detach()
 
 
@@ -103,19 +111,10 @@ def test_crown_pass_reproduces_auto_lirpa_from_its_intermediate_bounds(case, ptb
     from auditai.bounds.ops import Activation, to_ops
 
     head, z0, C, s, eps, dims = _case(*case, ptb_kind)
+    bm, x = _lirpa_module(head, z0, ptb_kind, eps, dims)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from auto_LiRPA import BoundedModule, BoundedTensor
-        from auto_LiRPA.perturbations import PerturbationLpNorm
-
-        if ptb_kind == "box":
-            half = torch.zeros_like(z0)
-            half[:, dims] = eps
-            ptb = PerturbationLpNorm(norm=math.inf, x_L=z0 - half, x_U=z0 + half)
-        else:
-            ptb = PerturbationLpNorm(norm=2, eps=eps)
-        bm = BoundedModule(head, torch.zeros_like(z0), device="cpu", verbose=0)
-        lo_ref, up_ref = bm.compute_bounds(x=(BoundedTensor(z0, ptb),), C=C, method="CROWN")
+        lo_ref, up_ref = bm.compute_bounds(x=(x,), C=C, method="CROWN")
         theirs = [(r.inputs[0].lower.detach(), r.inputs[0].upper.detach()) for r in bm.relus]
     ops, in_shape = prepare(to_ops(head, (z0.shape[1],)), s.z0, s.basis)
     acts = [i for i, op in enumerate(ops) if isinstance(op, Activation)]
