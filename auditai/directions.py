@@ -8,6 +8,9 @@ library feature, for any latent space (a VAE's, or a StyleGAN's W with attribute
   Not the weight vector of a regression of a on z: that vector solves Σ_z⁻¹·Cov(z, a), so
   it puts large weight on collapsed latent dimensions (tiny variance, nearly unused by the
   decoder); moving along it changes the regression's output but not the decoded image.
+- **axis**: a given latent coordinate per attribute (`axes={name: index}`), for latent spaces
+  trained so that a coordinate carries the attribute (a guided / semi-supervised VAE, a
+  conditional generator): only scored here, never fit.
 - **binary** attribute: the unit normal of a linear classifier (L2-regularised logistic
   regression by Newton's method; InterFaceGAN uses a linear SVM). `method="mean_shift"` gives
   the difference of the class means instead, which is Cov(z, a)/Var(a) for a 0/1 attribute.
@@ -42,7 +45,7 @@ class DirectionInfo:
         name: the attribute's name.
         vector: unit vector of d (float32 tensor), oriented so the attribute grows along it.
         kind: "continuous" or "binary".
-        method: "mean_shift" or "classifier".
+        method: "mean_shift", "classifier" or "axis".
         score: held-out R² (continuous) or accuracy (binary) of the attribute from t = v·z.
         score_name: "r2" or "accuracy".
         auc: held-out ROC AUC of t for a binary attribute (None for continuous).
@@ -72,7 +75,10 @@ class DirectionInfo:
 
     def describe(self) -> str:
         """One line for a spec-sheet: what the direction is and how well it is found."""
-        if self.kind == "continuous":
+        if self.method == "axis":
+            how = (f"latent coordinate trained to carry '{self.name}'; held-out R² "
+                   f"{self.score:.2f}; one latent unit ≈ {self.slope:+.3g} {self.name}")
+        elif self.kind == "continuous":
             how = (f"mean shift of the codes per unit of '{self.name}'; held-out R² "
                    f"{self.score:.2f}; one latent unit ≈ {self.slope:+.3g} {self.name}")
         else:
@@ -204,6 +210,7 @@ def find_directions(
     method: str | None = None,
     l2: float = 1e-3,
     groups: ArrayLike | None = None,
+    axes: Mapping[str, int] | None = None,
 ) -> dict[str, DirectionInfo]:
     """Find one unit direction per attribute in the codes z (N×d), with a held-out score.
 
@@ -216,7 +223,10 @@ def find_directions(
             vectors, or a mapping name → vector/DirectionInfo.
         test_fraction: share of codes held out for the score (0 < f < 1).
         seed: seed of the random split.
-        method: "mean_shift" (default for continuous) or "classifier" (default for binary).
+        method: "mean_shift" (default for continuous), "classifier" (default for binary), or
+            "axis": the direction of attribute `name` is latent coordinate `axes[name]`
+            (scored, with its sign chosen, like the others).
+        axes: name → latent index, for method "axis" (every attribute needs one).
         l2: ridge weight of the logistic regression (per sample, on standardised codes).
         groups: optional N group labels (e.g. the class): continuous directions then use the
             pooled *within-group* covariance, the change of the codes per unit of the attribute
@@ -234,8 +244,8 @@ def find_directions(
     if kind not in ("continuous", "binary"):
         raise DataError(f"kind must be 'continuous' or 'binary', got {kind!r}")
     method = method or ("mean_shift" if kind == "continuous" else "classifier")
-    if method not in ("mean_shift", "classifier"):
-        raise DataError(f"method must be 'mean_shift' or 'classifier', got {method!r}")
+    if method not in ("mean_shift", "classifier", "axis"):
+        raise DataError(f"method must be 'mean_shift', 'classifier' or 'axis', got {method!r}")
     if method == "classifier" and kind == "continuous":
         raise DataError("method 'classifier' needs kind='binary' (a continuous attribute uses "
                         "the mean shift Cov(z, a)/Var(a))")
@@ -251,6 +261,13 @@ def find_directions(
                         f"test_fraction={test_fraction} (need at least 2 in each part)")
     perm = np.random.default_rng(seed).permutation(n)
     test, train = perm[:n_test], perm[n_test:]
+    if method == "axis":
+        missing = [k for k in attributes if axes is None or k not in axes]
+        if missing:
+            raise DataError(f"method 'axis' needs axes[name] for every attribute; missing {missing}")
+        bad = {k: axes[k] for k in attributes if not 0 <= int(axes[k]) < d}
+        if bad:
+            raise DataError(f"axes {bad} are outside the latent dimensions 0..{d - 1}")
     ortho_vecs, ortho_names = _resolve_orthogonal(orthogonal_to, d)
     q = _orthonormal(ortho_vecs, d)
     if groups is not None:
@@ -296,6 +313,8 @@ def find_directions(
                 raise DataError(f"attribute '{name}' is constant within every group: it defines no direction")
         if method == "mean_shift":
             v = (zc[train] * ac[train][:, None]).mean(0) / var
+        elif method == "axis":
+            v = np.eye(d)[int(axes[name])]
         else:
             v = _logistic_normal(z_tr, a_tr, l2)
         if q.shape[1]:

@@ -96,50 +96,101 @@ def elbo_loss(vae: ConvVAE, x: Tensor, beta: float = 1.0,
     return rec + beta * kl
 
 
+def standardise(a: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(a − mean)/std per column of a (N×k), with the mean and std (std of 0 treated as 1)."""
+    a = torch.as_tensor(a, dtype=torch.float32)
+    mean, std = a.mean(0), a.std(0)
+    std = torch.where(std > 1e-12, std, torch.ones_like(std))
+    return (a - mean) / std, mean, std
+
+
 def train_vae(x: Tensor, latent_dim: int = 10, epochs: int = 10, batch_size: int = 128,
               beta: float = 1.0, lr: float = 2e-3, seed: int = 0, channels: int = 16,
-              hidden: int = 256, log: Callable[[str], None] | None = None
-              ) -> tuple[ConvVAE, list[dict]]:
+              hidden: int = 256, log: Callable[[str], None] | None = None, *,
+              factors: Tensor | None = None, guide_weight: float = 0.0,
+              labels: Tensor | None = None, class_weight: float = 0.0,
+              warmup_epochs: float = 0.0) -> tuple[ConvVAE, list[dict]]:
     """Train a :class:`ConvVAE` on images x (N×1×S×S in [0, 1]) with Adam; deterministic in `seed`.
 
-    The learning rate decays by cosine to a tenth over the epochs. Returns the VAE in eval
-    mode and a per-epoch history of mean reconstruction and KL (nats per image).
+    Loss per batch: the negative β-ELBO (`L_gen`), plus two optional guiding terms
+    (a semi-supervised, "guided" VAE):
+
+    - `factors` (N×k, known or measured attributes) with `guide_weight` w: the first k
+      coordinates of the encoder's mean are pulled to the standardised factors,
+      w·Σ_j (μ_j − (a_j − mean_j)/std_j)² per image. The decoder then has to read each factor
+      from its own coordinate, so the factor's direction in Z moves the factor in the image
+      (an unguided VAE at this size keeps position and little else).
+    - `labels` (N) with `class_weight` c: c·CE(Wμ + b, y) for a linear read-out trained
+      alongside (not part of the encoder), so the class is linearly visible in the codes.
+
+    β ramps linearly from 0 over `warmup_epochs` (KL warm-up, Bowman et al. 2016). The learning
+    rate decays by cosine to a tenth over the epochs. Returns the VAE in eval mode and a
+    per-epoch history of mean reconstruction, KL (nats per image) and guide loss.
     """
     x = torch.as_tensor(x, dtype=torch.float32)
     if x.dim() != 4 or x.shape[1] != 1:
         raise ValueError(f"x must be N×1×S×S images, got shape {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise ValueError("x is empty: nothing to train the VAE on")
+    targets = None
+    if factors is not None and guide_weight > 0:
+        targets, _, _ = standardise(factors)
+        if targets.dim() != 2 or targets.shape[0] != x.shape[0] or targets.shape[1] > latent_dim:
+            raise ValueError(f"factors must be N×k with N={x.shape[0]} and k <= latent_dim="
+                             f"{latent_dim}, got shape {tuple(targets.shape)}")
+    y = None
+    if labels is not None and class_weight > 0:
+        y = torch.as_tensor(labels, dtype=torch.long)
+        if y.shape != (x.shape[0],):
+            raise ValueError(f"labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         vae = ConvVAE(latent_dim, channels, hidden, image_size=x.shape[-1])
+        readout = nn.Linear(latent_dim, int(y.max()) + 1) if y is not None else None
     gen = torch.Generator().manual_seed(seed + 1)
-    opt = torch.optim.Adam(vae.parameters(), lr=lr)
-    steps = epochs * math.ceil(x.shape[0] / batch_size)
+    params = list(vae.parameters()) + (list(readout.parameters()) if readout is not None else [])
+    opt = torch.optim.Adam(params, lr=lr)
+    per_epoch = math.ceil(x.shape[0] / batch_size)
+    steps = epochs * per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i, steps) / max(steps, 1))))
     history: list[dict] = []
     vae.train()
+    step = 0
     for epoch in range(epochs):
-        t0, tot_rec, tot_kl, seen = time.perf_counter(), 0.0, 0.0, 0
+        t0, tot_rec, tot_kl, tot_guide, seen = time.perf_counter(), 0.0, 0.0, 0.0, 0
         perm = torch.randperm(x.shape[0], generator=gen)
         for i in range(0, x.shape[0], batch_size):
-            xb = x[perm[i:i + batch_size]]
-            rec, kl = elbo_terms(vae, xb, gen)
-            loss = rec + beta * kl
+            idx = perm[i:i + batch_size]
+            xb = x[idx]
+            logits, mu, logvar = vae(xb, gen)
+            rec = F.binary_cross_entropy_with_logits(logits, xb, reduction="sum") / xb.shape[0]
+            kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / xb.shape[0]
+            warm = min(1.0, step / (warmup_epochs * per_epoch)) if warmup_epochs > 0 else 1.0
+            loss = rec + beta * warm * kl
+            guide = torch.zeros(())
+            if targets is not None:
+                tb = targets[idx]
+                guide = (mu[:, :tb.shape[1]] - tb).pow(2).sum(1).mean()
+                loss = loss + guide_weight * guide
+            if readout is not None:
+                loss = loss + class_weight * F.cross_entropy(readout(mu), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+            step += 1
             tot_rec += rec.item() * xb.shape[0]
             tot_kl += kl.item() * xb.shape[0]
+            tot_guide += guide.item() * xb.shape[0]
             seen += xb.shape[0]
-        rec_m, kl_m = tot_rec / seen, tot_kl / seen
-        history.append({"epoch": epoch + 1, "rec": rec_m, "kl": kl_m,
+        rec_m, kl_m, g_m = tot_rec / seen, tot_kl / seen, tot_guide / seen
+        history.append({"epoch": epoch + 1, "rec": rec_m, "kl": kl_m, "guide": g_m,
                         "time_s": time.perf_counter() - t0})
         if log is not None:
-            log(f"  vae epoch {epoch + 1}/{epochs}: rec {rec_m:.1f} kl {kl_m:.2f} nats "
-                f"({time.perf_counter() - t0:.1f} s)")
+            log(f"  vae epoch {epoch + 1}/{epochs}: rec {rec_m:.1f} kl {kl_m:.2f} nats"
+                + (f", guide {g_m:.3f}" if targets is not None else "")
+                + f" ({time.perf_counter() - t0:.1f} s)")
     vae.eval()
     return vae, history
 

@@ -151,3 +151,18 @@ def test_groups_give_the_within_class_direction():
     assert grouped.score > 0.95
     with pytest.raises(DataError, match=r"groups has shape \(5,\)"):
         find_directions(z, {"size": size}, groups=cls[:5])
+
+
+def test_axis_method_scores_a_given_coordinate():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(400, 5))
+    a = 3.0 * z[:, 2] + 0.1 * rng.normal(size=400)
+    info = find_directions(z, {"a": -a}, method="axis", axes={"a": 2})["a"]
+    # the coordinate itself, oriented so the attribute grows (here: the negative axis)
+    assert torch.allclose(info.vector, torch.tensor([0, 0, -1.0, 0, 0]))
+    assert info.score > 0.99 and info.method == "axis"
+    assert "latent coordinate" in info.describe()
+    with pytest.raises(DataError, match="needs axes"):
+        find_directions(z, {"a": a}, method="axis")
+    with pytest.raises(DataError, match="outside the latent dimensions"):
+        find_directions(z, {"a": a}, method="axis", axes={"a": 7})
