@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import json
 import math
-from types import SimpleNamespace
 from typing import Any
 
 RUN_SCHEMA = 1
@@ -51,15 +50,8 @@ def render(session: Any, suffix: str) -> str:
             return sheet.to_json()
         if suffix == ".md":
             return sheet.to_markdown()
-        # the evaluation codes already loaded this run: the sheet decodes image strips from them
-        data = next(iter(getattr(session, "_data", {}).values()), None)
-        model = session.loaded_model()
-        decoder = getattr(model, "decoder", None)
-        if decoder is not None:
-            # a loaded decoder is a torch.export module whose .eval()/.train() raise
-            # NotImplementedError; the plots only need to call it
-            model = SimpleNamespace(decoder=lambda z, _g=decoder: _g(z))
-        return sheet.to_html(model=model, codes=data)
+        # the model and codes already loaded this run: the sheet decodes image strips from them
+        return sheet.to_html(model=session.loaded_model(), codes=session.loaded_data())
     record = session.record()
     if suffix == ".json":
         return json.dumps({"auditai_run": RUN_SCHEMA, **record}, indent=2, sort_keys=False) + "\n"

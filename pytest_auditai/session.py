@@ -348,6 +348,10 @@ class AuditaiSession:
         """A model already loaded in this process (for the HTML's decoded strips), or None."""
         return next(iter(self._models.values()), None)
 
+    def loaded_data(self) -> Any:
+        """Evaluation data already loaded in this process (codes for the strips), or None."""
+        return next(iter(self._data.values()), None)
+
     def record(self) -> dict:
         """The run as plain data (input of the spec-sheet; the fallback JSON report)."""
         import auditai

@@ -97,13 +97,18 @@ def _decode(decoder: Any, z: np.ndarray) -> np.ndarray:
     dev = params[0].device if params else torch.device("cpu")
     dt = params[0].dtype if params and params[0].is_floating_point() else torch.get_default_dtype()
     was_training = getattr(decoder, "training", False)
-    if hasattr(decoder, "eval"):
-        decoder.eval()
+    switched = False
+    if was_training and hasattr(decoder, "eval"):
+        try:  # modules from torch.export cannot switch modes (and need not)
+            decoder.eval()
+            switched = True
+        except NotImplementedError:
+            pass
     try:
         with torch.no_grad():
             out = decoder(torch.as_tensor(z, dtype=dt, device=dev))
     finally:
-        if was_training and hasattr(decoder, "train"):
+        if switched:
             decoder.train()
     return to_images(out)
 

@@ -5,7 +5,7 @@ import pytest
 
 from auditai.errors import SuiteError
 from auditai.suite import TAG, unit_test
-from conftest import needs_verify
+from .conftest import needs_verify
 
 OPTS = ("--auditai-model=tinymodel:MODEL", "--auditai-data=tinymodel:DATA", "--auditai-device=cpu")
 

@@ -1,6 +1,6 @@
 """`-p no:auditai` turns everything off: no options, no YAML collection."""
 
-from conftest import PASSING_SUITE
+from .conftest import PASSING_SUITE
 
 
 def test_no_auditai_disables_collection_and_options(tiny):

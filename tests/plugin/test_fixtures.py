@@ -1,6 +1,6 @@
 """The fixtures, and latent codes cached in pytest's cache across runs."""
 
-from conftest import needs_model, needs_verify
+from .conftest import needs_model, needs_verify
 
 
 @needs_model

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import FAILING_SUITE, PASSING_SUITE, needs_verify
+from .conftest import FAILING_SUITE, PASSING_SUITE, needs_verify
 
 pytestmark = needs_verify
 

@@ -1,6 +1,6 @@
 """One item per unit test and gated ε, with node ids like `auditai_x.yaml::pose[eps=1.0]`."""
 
-from conftest import PASSING_SUITE, needs_model
+from .conftest import PASSING_SUITE, needs_model
 
 
 @needs_model

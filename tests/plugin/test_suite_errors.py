@@ -7,7 +7,7 @@ import pytest
 
 from auditai.errors import SuiteError
 from auditai.suite import load_suite, parse_suite
-from conftest import PASSING_SUITE, needs_model
+from .conftest import PASSING_SUITE, needs_model
 
 GOOD = PASSING_SUITE
 

@@ -3,7 +3,7 @@
 import pytest
 
 from auditai.cli import main
-from conftest import FAILING_SUITE, MODEL_MODULE, PASSING_SUITE, needs_verify
+from .conftest import FAILING_SUITE, MODEL_MODULE, PASSING_SUITE, needs_verify
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import build_sheet
+from .conftest import build_sheet
 
 from auditai.commands import check as check_cmd
 from auditai.commands import diff as diff_cmd

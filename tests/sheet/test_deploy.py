@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import build_sheet, make_result
+from .conftest import build_sheet, make_result
 
 from auditai.deploy import CoordinateStats, deployment_range, set_coordinates
 from auditai.errors import SheetError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import build_sheet, make_result
+from .conftest import build_sheet, make_result
 
 from auditai.errors import SheetError
 from auditai.latent import Direction

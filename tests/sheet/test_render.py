@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import HOSTILE, build_sheet
+from .conftest import HOSTILE, build_sheet
 
 from auditai.sheet import plots
 
