@@ -83,7 +83,7 @@ def _out_shape(ops: Sequence, in_shape: Tuple[int, ...]) -> Tuple[int, ...]:
 
 
 def _pre_activation_bounds(
-    ops: Sequence, eps: Tensor, p: float, in_shape: Tuple[int, ...], crown: bool
+    ops: Sequence, eps: Tensor, p: float, in_shape: Tuple[int, ...], crown: bool, keep_pre: bool = True
 ) -> Tuple[List[Optional[Interval]], Tensor, Tensor, bool, Relaxations]:
     """Intervals at every activation's input, by IBP or by CROWN ∩ IBP.
 
@@ -96,14 +96,23 @@ def _pre_activation_bounds(
     c = torch.zeros(n, *in_shape, dtype=eps.dtype, device=eps.device)
     r = eps.reshape(n, *([1] * len(in_shape))).expand_as(c)
     fresh, exact = True, True
+    # in-place arithmetic saves memory passes, but autograd (certified training) needs the originals
+    inplace = not torch.is_grad_enabled()
     for i, op in enumerate(ops[:-1] if ops else []):
         if isinstance(op, Activation):
-            pre[i] = (c - r, c + r)
-            if crown and not exact:
-                pre[i] = crown_intermediate(ops, pre, i, eps, p, len(in_shape), relaxations)
-            l, u = pre[i]
-            fl, fu = op.forward(l), op.forward(u)
-            c, r = (fu + fl).mul_(0.5), (fu - fl).mul_(0.5)
+            l, u = c - r, c + r
+            if keep_pre:
+                pre[i] = (l, u)
+                if crown and not exact:
+                    pre[i] = crown_intermediate(ops, pre, i, eps, p, len(in_shape), relaxations)
+                l, u = pre[i]
+                fl, fu = op.forward(l), op.forward(u)
+            elif inplace:  # IBP alone: nothing else refers to l and u
+                fl, fu = op.forward_(l), op.forward_(u)
+            else:
+                fl, fu = op.forward(l), op.forward(u)
+            c = torch.lerp(fl, fu, 0.5)
+            r = fu.sub_(c) if inplace else fu - c
             fresh, exact = False, False
             continue
         if fresh and isinstance(op, (Dense, Conv)):
@@ -132,7 +141,8 @@ def bound_ops(
     method = parse_method(method)
     if method == "crown" and ops and symbolic.applies(ops, in_shape):
         return symbolic.symbolic_crown(ops, eps, p, in_shape[0], C, bound_upper)
-    pre, c, r, fresh, relaxations = _pre_activation_bounds(ops, eps, p, in_shape, crown=method == "crown")
+    pre, c, r, fresh, relaxations = _pre_activation_bounds(
+        ops, eps, p, in_shape, crown=method == "crown", keep_pre=method != "ibp")
     last = ops[-1]
     if method == "ibp":
         if isinstance(last, Dense) and C is not None:

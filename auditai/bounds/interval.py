@@ -67,12 +67,26 @@ def ibp_folded(W: Tensor, bias: Optional[Tensor], c: Tensor, r: Tensor, eps: Ten
     return cc - rr, cc + rr
 
 
+def distinct_rows(X: Tensor) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """(distinct rows, index of each row's distinct row) of X (N×D), via a random projection
+    and a 1-D unique (torch.unique(dim=0) loops in Python); (None, None) if hashing collides."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    key = X @ torch.randn(X.shape[1], generator=g, dtype=X.dtype).to(X.device)
+    _, inv = torch.unique(key, return_inverse=True)
+    first = torch.full((int(inv.max()) + 1,), X.shape[0], dtype=torch.long, device=X.device)
+    first.scatter_reduce_(0, inv, torch.arange(X.shape[0], device=X.device), reduce="amin")
+    uniq = X[first]
+    if not torch.equal(uniq[inv], X):
+        return None, None
+    return uniq, inv
+
+
 def ibp_last_layer(op, C: Tensor, c: Tensor, r: Tensor, eps: Tensor, p: float, fresh: bool) -> Interval:
     """IBP of C·(W x + b) with C folded into W. Per-sample C built from labels has only a few
     distinct values: fold each distinct C once and gather, instead of one C·W per sample."""
     if C.dim() == 3 and C.shape[0] > 8:
-        uniq, inv = torch.unique(C.flatten(1), dim=0, return_inverse=True)
-        if uniq.shape[0] * 4 <= C.shape[0]:
+        uniq, inv = distinct_rows(C.flatten(1))
+        if uniq is not None and uniq.shape[0] * 4 <= C.shape[0]:
             u, m = uniq.shape[0], C.shape[1]
             Cu = uniq.reshape(u, m, C.shape[2])
             Wu = (Cu @ op.weight).reshape(u * m, -1)
@@ -88,40 +102,3 @@ def ibp_last_layer(op, C: Tensor, c: Tensor, r: Tensor, eps: Tensor, p: float, f
             return cc - rr, cc + rr
     W, b = fold_spec(op, C)
     return ibp_folded(W, b, c, r, eps, p, fresh)
-
-
-def interval_pass(
-    ops: Sequence,
-    eps: Tensor,
-    p: float,
-    in_shape: Sequence[int],
-    C: Optional[Tensor] = None,
-    fold_last: bool = True,
-) -> Tuple[List[Optional[Interval]], Interval]:
-    """Run IBP over the ops from the ball ‖δ‖_p ≤ ε (δ of shape in_shape, centre 0).
-
-    Returns the pre-activation intervals (a list aligned with ops: (l, u) at each
-    Activation, None elsewhere) and the bounds of the output (of C·output when C is given).
-    """
-    n = eps.shape[0]
-    c = torch.zeros(n, *in_shape, dtype=eps.dtype, device=eps.device)
-    r = eps.reshape(n, *([1] * len(in_shape))).expand_as(c)
-    fresh = True
-    pre: List[Optional[Interval]] = [None] * len(ops)
-    last = len(ops) - 1
-    for i, op in enumerate(ops):
-        if i == last and fold_last and isinstance(op, Dense) and C is not None:
-            return pre, ibp_last_layer(op, C, c, r, eps, p, fresh)
-        if isinstance(op, Activation):
-            c, r, pre[i] = ibp_activation(op, c, r)
-            fresh = False
-        elif fresh and isinstance(op, (Dense, Conv)):
-            r = first_mix_radius(op, eps, p, r)
-            c = op.forward(c)
-            fresh = False
-        elif isinstance(op, (Shift, Reshape)):
-            c, r = ibp_affine(op, c, r)
-        else:
-            c, r = ibp_affine(op, c, r)
-            fresh = False
-    return pre, ibp_spec(C, c, r)

@@ -95,8 +95,11 @@ class Dense:
         self.out_shape = (self.weight.shape[0],)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = x @ self.weight.T
-        return y if self.bias is None else y + self.bias
+        if self.bias is None:
+            return x @ self.weight.T
+        if self.bias.dim() == 1 and x.dim() == 2:
+            return torch.addmm(self.bias, x, self.weight.T)
+        return x @ self.weight.T + self.bias
 
     def forward_abs(self, r: Tensor) -> Tensor:
         return r @ _abs_weight(self.weight).T
@@ -254,6 +257,14 @@ class Activation:
     @property
     def piecewise_linear(self) -> bool:
         return self.kind in ("relu", "leaky_relu")
+
+    def forward_(self, x: Tensor) -> Tensor:
+        """In place, for tensors nothing else refers to."""
+        if self.kind == "relu":
+            return x.relu_()
+        if self.kind == "leaky_relu":
+            return F.leaky_relu_(x, self.slope)
+        return x.tanh_() if self.kind == "tanh" else x.sigmoid_()
 
     def forward(self, x: Tensor) -> Tensor:
         if self.kind == "relu":
