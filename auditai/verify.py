@@ -1,16 +1,18 @@
 """The verification runner: verdicts, ε curves, certified radii and counterexamples (paper §2.2–2.4).
 
 For codes z0 (N×d), labels, a set kind (Dims / Direction / Basis) and a list of ε, `verify` bounds
-the spec margins C·f_d(z) + d over every set in one batched pass (N·E rows, one ε per row, chunked)
-and gives each sample and ε a verdict:
+the spec margins C·f_d(z) + d over the sets, one batched call per ε (chunked), largest ε first and
+only for the samples still undecided (a sample verified at ε is verified at every smaller ε), and
+gives each sample and ε a verdict:
 
 - **+1 verified**: every row's certified lower bound exceeds the rounding tolerance of the bound
   computation (bounds are computed on a float64 copy of the head; the tolerance is derived in
   `auditai.bounds.exactline` and `auditai.bounds.split.bound_tolerance`), so rounding never turns
   a violated sample into a verified one, whatever the head's own dtype;
 - **−1 falsified**: a concrete z in the set has a margin ≤ 0 in a float64 forward pass (ties count
-  as violations): the centre (clean mistakes), latent PGD (`auditai.attack`), a split's centre or
-  ExactLine's worst point;
+  as violations): the centre (clean mistakes), the axis endpoints ±ε or latent PGD
+  (`auditai.attack`; its iterations run in float32, only float64-confirmed points count), a
+  split's centre or ExactLine's worst point;
 - **0 unknown** otherwise.
 
 Sets are nested in ε, so a verified ε makes every smaller ε verified and a counterexample δ
@@ -154,6 +156,55 @@ class _Bounder:
         return torch.cat(outs) if outs else z.new_zeros(0)
 
 
+def _spread_counterexamples(V: Tensor, cex_delta: Tensor, eps_t: Tensor, p: float) -> None:
+    """In place: a counterexample δ of a sample falsifies every ε ≥ ‖δ‖_p of that sample.
+
+    V: N×E verdicts, cex_delta: N×E×k counterexample δ per falsified cell, eps_t: E radii.
+    """
+    fal = V == -1
+    if not fal.any():
+        return
+    n = V.shape[0]
+    nrm = torch.linalg.vector_norm(cex_delta, ord=p, dim=2)  # N×E
+    nrm = torch.where(fal, nrm, math.inf)
+    best, arg = nrm.min(dim=1)
+    spread = (eps_t[None] >= best[:, None]) & (V != -1)
+    if (spread & (V == 1)).any():
+        raise RuntimeError("soundness check failed: a counterexample lies in a verified set")
+    src = cex_delta[torch.arange(n, device=V.device), arg]  # N×k
+    cex_delta.copy_(torch.where(spread[:, :, None], src[:, None, :], cex_delta))
+    V.copy_(torch.where(spread, torch.full_like(V, -1), V))
+
+
+def _falsify_endpoints_down(h64: nn.Module, z: Tensor, B: Tensor, p: float, C: Tensor, d: Tensor,
+                            eps_t: Tensor, V: Tensor, cex_delta: Tensor) -> Tensor:
+    """In place: float64 checks of the axis endpoints ±ε, from the largest ε down.
+
+    A sample is checked at the next smaller ε only while it is falsified at the larger one, so the
+    cost is about 2 forward passes per sample (plus 2 per further falsified ε). Cells found get
+    V = −1 and their checked δ; larger ε of the same sample follow by `_spread_counterexamples`.
+    Returns the N×E mask of the cells whose endpoints were checked.
+    """
+    n = V.shape[0]
+    active = (V != -1).all(dim=1)  # clean mistakes are falsified already
+    checked = torch.zeros_like(V, dtype=torch.bool)
+    for e in sorted(range(eps_t.numel()), key=lambda j: -float(eps_t[j])):
+        ii = (active & (V[:, e] == 0)).nonzero().flatten()
+        if not ii.numel():
+            break
+        s = LatentSet(z[ii], B, eps_t[e].expand(ii.numel()).contiguous(), p)
+        res = pgd(h64, s, C[ii], d[ii], steps=0, restarts=0, h64=h64)
+        checked[ii, e] = True
+        f = ii[res.found]
+        V[f, e] = -1
+        cex_delta[f, e] = res.delta[res.found]
+        nxt = torch.zeros(n, dtype=torch.bool, device=V.device)
+        nxt[f] = True
+        active &= nxt
+    _spread_counterexamples(V, cex_delta, eps_t, p)
+    return checked
+
+
 def verify(
     head: nn.Module,
     z0,
@@ -237,46 +288,77 @@ def verify(
     cols = list(eps_l) + ([max_radius] if radius else [])
     Ec = len(cols)
     eps_t = torch.tensor(cols, dtype=torch.float64, device=dev)
-    # ---------------------------------------------------------- one batched pass: N·Ec rows
-    rows_z = z.repeat(Ec, 1)
-    rows_e = eps_t.repeat_interleave(n)
-    rows_C = C.repeat(Ec, 1, 1)
-    rows_d = d.repeat(Ec, 1)
-    cert = bnd.certified(rows_z, rows_e, rows_C, rows_d).view(Ec, n).T  # N×Ec
-    V = torch.where(cert > 0, 1, 0).to(torch.int8)
-    if (V[clean_bad] == 1).any():
-        raise RuntimeError("soundness check failed: a sample violated at its centre was verified")
-    # monotone in ε: verified at a larger ε implies verified at every smaller one
-    vmax = torch.where(V == 1, eps_t, -1.0).amax(dim=1)
-    V = torch.where(eps_t[None] <= vmax[:, None], torch.ones_like(V), V)
+    # ---------------------------------------------------------- bound pass, largest ε first
+    # Sets are nested in ε, so a sample verified at ε is verified at every smaller ε: each column is
+    # bounded (one batched call over its rows, chunked) only for the samples not yet verified at a
+    # larger ε, and never for clean mistakes (falsified at the centre). The verdicts equal those of
+    # bounding every cell and then filling in monotonicity.
+    V = torch.zeros(n, Ec, dtype=torch.int8, device=dev)
     V[clean_bad] = -1
     cex_delta = torch.zeros(n, Ec, k, dtype=torch.float64, device=dev)  # counterexample δ per cell
+    checked = torch.zeros(n, Ec, dtype=torch.bool, device=dev)  # endpoints ±ε already checked
+    if m_key in ("crown", "complete") and (attack or complete):
+        # where a bound row costs far more than a forward pass, falsify first: the endpoints ±ε of
+        # the largest ε, then of the next smaller ε for the samples falsified there, … (float64
+        # checks); the bound pass then skips every ε a counterexample already falsifies.
+        checked = _falsify_endpoints_down(h64, z, B, p, C, d, eps_t, V, cex_delta)
+    pending = ~clean_bad
+    seen: set[float] = set()
+    for e in sorted(range(Ec), key=lambda j: -cols[j]):
+        ii = (pending & (V[:, e] == 0)).nonzero().flatten()
+        if not ii.numel():
+            continue
+        if cols[e] in seen:  # a repeated ε: same bounds, already filled in
+            continue
+        seen.add(cols[e])
+        ok = bnd.certified(z[ii], eps_t[e].expand(ii.numel()).contiguous(), C[ii], d[ii]) > 0
+        V[ii[ok]] = torch.where(eps_t <= eps_t[e], 1, V[ii[ok]]).to(torch.int8)
+        pending[ii[ok]] = False
     # ---------------------------------------------------------- falsify / complete
     line = None
     if use_line:
-        need = (~clean_bad) & (V != 1).any(dim=1)
+        # cheap falsification first: the endpoints ±ε of the undecided cells, checked in float64
+        # (a counterexample at ε falsifies every larger ε); ExactLine then needs the segment only up
+        # to the largest ε still undecided (or, for the radius, up to the nearest counterexample).
+        ni, ei = ((V == 0) & ~checked).nonzero(as_tuple=True)
+        if ni.numel():
+            s0 = LatentSet(z[ni], B, eps_t[ei].contiguous(), p)
+            res = pgd(h64, s0, C[ni], d[ni], steps=0, restarts=0, h64=h64)
+            V[ni[res.found], ei[res.found]] = -1
+            cex_delta[ni[res.found], ei[res.found]] = res.delta[res.found]
+        _spread_counterexamples(V, cex_delta, eps_t, p)
+        undecided = V == 0
+        need = (~clean_bad) & undecided.any(dim=1)
+        if radius:
+            need |= (~clean_bad) & (V != 1).any(dim=1)
         idx = need.nonzero().flatten()
         if idx.numel():
-            R = torch.where(V[idx] != 1, eps_t, 0.0).amax(dim=1)
+            R = torch.where(undecided[idx], eps_t, 0.0).amax(dim=1)
+            if radius:  # the exact radius lies below the nearest counterexample
+                Rf = torch.where(V[idx] == -1, eps_t, math.inf).amin(dim=1)
+                Rf = torch.where(torch.isfinite(Rf), Rf, torch.where(V[idx] != 1, eps_t, 0.0).amax(dim=1))
+                R = torch.maximum(R, Rf)
             per = max(1, chunk // 64)
-            line = exact_line(h64, z[idx], B[:, 0], eps_t.expand(idx.numel(), Ec).contiguous(),
+            line = exact_line(h64, z[idx], B[:, 0], eps_t.expand(idx.numel(), Ec).clamp(max=R[:, None]).contiguous(),
                               C[idx], d[idx], radius_cap=R, chunk=per)
             ok = line.min_margin > line.tol[:, None]
             wt = line.worst_t.nan_to_num(0.0)
-            sel = torch.arange(idx.numel(), device=dev)
             for e in range(Ec):
-                dlt = wt[:, e:e + 1]
-                s_e = LatentSet(z[idx], B, eps_t[e].expand(idx.numel()).contiguous(), p)
-                mm, _, _ = check_points(h64, s_e, dlt, C[idx], d[idx])
                 inside = eps_t[e] <= R
-                newv = torch.where(ok[:, e], 1, torch.where(mm <= 0, -1, 0)).to(torch.int8)
                 cur = V[idx, e]
+                newv = torch.where(ok[:, e], 1, 0).to(torch.int8)
+                # the worst point is checked in float64 where ExactLine did not certify (verdict −1
+                # only after that check; a bound-verified cell it violates would be an engine bug)
+                chk = (inside & ~ok[:, e] & (cur != -1)).nonzero().flatten()
+                if chk.numel():
+                    s_e = LatentSet(z[idx[chk]], B, eps_t[e].expand(chk.numel()).contiguous(), p)
+                    mm, _, _ = check_points(h64, s_e, wt[chk, e:e + 1], C[idx[chk]], d[idx[chk]])
+                    newv[chk[mm <= 0]] = -1
                 if ((cur == 1) & (newv == -1) & inside).any():
                     raise RuntimeError("soundness check failed: ExactLine falsified a verified sample")
-                upd = inside & (cur != 1)
+                upd = inside & (cur == 0)
                 V[idx[upd], e] = newv[upd]
-                cex_delta[idx[upd], e] = dlt[upd]
-            del sel
+                cex_delta[idx[upd], e] = wt[upd, e:e + 1]
     elif attack or complete:
         unk = (V == 0)
         ni, ei = unk.nonzero(as_tuple=True)
@@ -296,18 +378,7 @@ def verify(
                     V[ni2, ei2] = sr.status
                     f = sr.status == -1
                     cex_delta[ni2[f], ei2[f]] = sr.delta[f]
-    # a counterexample δ falsifies every ε ≥ ‖δ‖_p (same sample)
-    fal = V == -1
-    if fal.any():
-        nrm = torch.linalg.vector_norm(cex_delta, ord=p, dim=2)  # N×Ec
-        nrm = torch.where(fal, nrm, math.inf)
-        best, arg = nrm.min(dim=1)
-        spread = (eps_t[None] >= best[:, None]) & (V != -1)
-        if (spread & (V == 1)).any():
-            raise RuntimeError("soundness check failed: a counterexample lies in a verified set")
-        src = cex_delta[torch.arange(n, device=dev), arg]  # N×k
-        cex_delta = torch.where(spread[:, :, None], src[:, None, :], cex_delta)
-        V = torch.where(spread, torch.full_like(V, -1), V)
+    _spread_counterexamples(V, cex_delta, eps_t, p)
     # ---------------------------------------------------------- certified radius
     rad = None
     if radius:

@@ -195,23 +195,29 @@ def _line_chunk(ops, z0, v, eps, R, C, d, factor) -> LineResult:
         if op.kind == "relu":
             x2 = x.flatten(1)
             same = (sid[1:] == sid[:-1]).unsqueeze(1)
-            xa, xb = x2[:-1], x2[1:]
-            cross = (((xa > 0) & (xb < 0)) | ((xa < 0) & (xb > 0))) & same
+            pos, neg = x2 > 0, x2 < 0  # strict signs (bool passes are cheap)
+            cross = ((pos[:-1] & neg[1:]) | (neg[:-1] & pos[1:])) & same
             s, j = cross.nonzero(as_tuple=True)
             if s.numel():
-                va, vb = xa[s, j], xb[s, j]
+                xa, xb = x2[s], x2[s + 1]
+                ar = torch.arange(s.numel(), device=dev)
+                va, vb = xa[ar, j], xb[ar, j]
                 lam = va / (va - vb)
                 tn = t[s] + lam * (t[s + 1] - t[s])
-                xn = xa[s] + lam[:, None] * (xb[s] - xa[s])
-                xn[torch.arange(s.numel(), device=dev), j] = 0.0
+                xn = xa + lam[:, None] * (xb - xa)
+                xn[ar, j] = 0.0
                 sid = torch.cat([sid, sid[s]])
                 t = torch.cat([t, tn])
                 x2 = torch.cat([x2, xn])
                 o = _sort_points(sid, t)
-                sid, t, x2 = sid[o], t[o], x2[o]
+                sid, t = sid[o], t[o]
                 keep = torch.ones_like(t, dtype=torch.bool)
                 keep[1:] = ~((sid[1:] == sid[:-1]) & (t[1:] == t[:-1]))
-                sid, t, x2 = sid[keep], t[keep], x2[keep]
+                if keep.all():
+                    x2 = x2[o]
+                else:
+                    o = o[keep]
+                    sid, t, x2 = sid[keep], t[keep], x2[o]
             shape = (t.shape[0],) + tuple(x.shape[1:])
             x = op.f(x2.view(shape))
         elif op.kind in ("affine", "flatten"):
