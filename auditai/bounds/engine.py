@@ -177,14 +177,19 @@ def bound_ops(
 
 
 def _chunk_size(n: int, m: int, widths: Sequence[int], itemsize: int, method: str,
-                memory_budget: Optional[int], bound_upper: bool) -> int:
+                memory_budget: Optional[int], bound_upper: bool, symbolic_k: Optional[int] = None) -> int:
+    """Samples per chunk so that the coefficient tensors of one chunk fit the budget."""
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
     w = max(widths) if widths else 1
     rows = m * (2 if bound_upper else 1)
-    if method == "crown":
-        rows = max(rows, 2 * w)
-    per_sample = max(1, rows * w * itemsize * 6)  # A, its negative part, products: measured ≈ 6×
-    return max(1, min(n, budget // per_sample))
+    if method == "crown" and symbolic_k is not None:
+        # symbolic CROWN holds w×c and 2w×c coefficients, c = k + unstable neurons so far
+        per_sample = 4 * w * (symbolic_k + w // 2) * itemsize
+    else:
+        if method == "crown":
+            rows = max(rows, 2 * w)
+        per_sample = rows * w * itemsize * 6  # A, its negative part, products: measured ≈ 6×
+    return max(1, min(n, budget // max(1, per_sample)))
 
 
 def bound_input(
@@ -210,7 +215,9 @@ def bound_input(
         ops = []
     widths = [math.prod(op.out_shape) for op in ops] or [out]
     m = out if C is None else C.shape[-2]
-    chunk = _chunk_size(n, m, widths, x0.element_size(), method, memory_budget, bound_upper)
+    k = None if basis is None else basis.shape[1]
+    sym_k = k if (method == "crown" and k is not None and symbolic.applies(ops, (k,))) else None
+    chunk = _chunk_size(n, m, widths, x0.element_size(), method, memory_budget, bound_upper, sym_k)
     lows, ups = [], []
     for s in range(0, n, chunk):
         sl = slice(s, min(n, s + chunk))

@@ -29,16 +29,19 @@ from auditai.bounds.relax import relax
 
 @dataclass
 class _Layer:
-    """Free variables introduced at one activation: its unstable neurons, per sample."""
+    """Free variables introduced at one activation: its unstable neurons, per sample.
+
+    A neuron's variable h lies between its relaxation lines; with its pre-activation
+    z = GU·F + gU, the lower line is lo_d·(GU·F) + lo_e with lo_e = lo_d·gU + lo_b (upper alike).
+    """
 
     off: int  # index of the first new free variable (= number of variables before)
     w: int  # padded count of unstable neurons
-    lo_d: Tensor  # N×w relaxation lines of those neurons (zero on padding)
-    lo_b: Tensor
+    lo_d: Tensor  # N×w (zero on padding)
+    lo_e: Tensor
     up_d: Tensor
-    up_b: Tensor
+    up_e: Tensor
     GU: Tensor  # N×w×off: their pre-activation as a function of the earlier variables
-    gU: Tensor  # N×w
 
 
 def applies(ops: Sequence, in_shape: Tuple[int, ...]) -> bool:
@@ -51,20 +54,40 @@ def applies(ops: Sequence, in_shape: Tuple[int, ...]) -> bool:
     )
 
 
-def _eliminate(coef: Tensor, bias: Tensor, layers: List[_Layer], eps: Tensor, p: float) -> Tensor:
-    """Lower bound of coef·F + bias over the set: substitute relaxations, then Hölder."""
+def _eliminate(coef: Tensor, bias: Tensor, layers: List[_Layer], eps: Tensor, p: float,
+               upper: bool = False) -> Tensor:
+    """Lower (or upper) bound of coef·F + bias over the set: substitute each layer's free
+    variables by a relaxation line (lower line where the coefficient helps the bound, upper line
+    where it hurts, as CROWN's backward pass does), then concretize δ by Hölder."""
     for L in reversed(layers):
         if L.w:
             a = coef[..., L.off : L.off + L.w]
-            pos = a >= 0
-            d = torch.where(pos, L.lo_d.unsqueeze(1), L.up_d.unsqueeze(1))
-            b = torch.where(pos, L.lo_b.unsqueeze(1), L.up_b.unsqueeze(1))
-            ad = a * d
-            bias = bias + (ad * L.gU.unsqueeze(1)).sum(-1) + (a * b).sum(-1)
-            coef = torch.baddbmm(coef[..., : L.off], ad, L.GU)
+            first = a >= 0 if not upper else a < 0
+            d = torch.where(first, L.lo_d.unsqueeze(1), L.up_d.unsqueeze(1))
+            e = torch.where(first, L.lo_e.unsqueeze(1), L.up_e.unsqueeze(1))
+            bias = bias + (a * e).sum(-1)
+            coef = torch.baddbmm(coef[..., : L.off], a * d, L.GU)
         else:
             coef = coef[..., : L.off]
-    return bias - eps.unsqueeze(1) * dual_norm(coef, p)
+    dev = eps.unsqueeze(1) * dual_norm(coef, p)
+    return bias + dev if upper else bias - dev
+
+
+def _rows_of(Gt: Tensor, idx: Tensor) -> Tensor:
+    """Neurons idx (N×w) of the representation Gt (N×c×D, or a shared c×D): N×w×c."""
+    if Gt.dim() == 2:
+        return Gt.T[idx]
+    n, c, _ = Gt.shape
+    return Gt.gather(2, idx.unsqueeze(1).expand(n, c, idx.shape[1])).transpose(1, 2)
+
+
+def _per_sample(mask: Tensor) -> Tuple[Tensor, Tensor, int]:
+    """Indices of each sample's True entries padded to the widest sample, their validity, width."""
+    counts = mask.sum(1)
+    w = int(counts.max()) if mask.shape[0] else 0
+    idx = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :w]
+    valid = torch.arange(w, device=mask.device).unsqueeze(0) < counts.unsqueeze(1)
+    return idx, valid, w
 
 
 def symbolic_crown(
@@ -73,7 +96,9 @@ def symbolic_crown(
     """Full CROWN bounds of C·f(δ) over ‖δ‖_p ≤ eps for prepared vector ops (see `applies`)."""
     n = eps.shape[0]
     dt, dev = eps.dtype, eps.device
-    G: Tensor = torch.eye(k, dtype=dt, device=dev)  # shared k×k until it becomes per-sample
+    # Gt[v, j]: coefficient of free variable v in neuron j, stored variables × neurons so that a
+    # Dense layer is one GEMM; shared (c×D) until the first activation makes it per sample
+    Gt: Tensor = torch.eye(k, dtype=dt, device=dev)
     g: Tensor = torch.zeros(n, k, dtype=dt, device=dev)
     c_ibp = torch.zeros(n, k, dtype=dt, device=dev)
     r_ibp = eps.unsqueeze(1).expand(n, k)
@@ -83,7 +108,7 @@ def symbolic_crown(
     for op in ops:
         if isinstance(op, Dense):
             W = op.weight
-            G = W @ G if G.dim() == 2 else torch.matmul(W, G)
+            Gt = Gt @ W.T
             g = g @ W.T if op.bias is None else g @ W.T + op.bias
             if fresh:
                 r_ibp = eps.unsqueeze(1) * dual_norm(W, p)
@@ -92,52 +117,45 @@ def symbolic_crown(
             else:
                 c_ibp, r_ibp = op.forward(c_ibp), r_ibp @ _abs_weight(W).T
             continue
-        # activation: CROWN bounds of every neuron, intersected with IBP
+        # activation: CROWN bounds of the neurons IBP leaves unstable, intersected with IBP
         D = g.shape[1]
-        Gb = G.unsqueeze(0).expand(n, *G.shape) if G.dim() == 2 else G
-        coef = torch.cat([Gb, -Gb], dim=1)
-        bias = torch.cat([g, -g], dim=1)
-        low = _eliminate(coef, bias, layers, eps, p)
-        l = torch.maximum(c_ibp - r_ibp, low[:, :D])
-        u = torch.minimum(c_ibp + r_ibp, -low[:, D:])
-        u = torch.maximum(u, l)
+        l, u = c_ibp - r_ibp, c_ibp + r_ibp
+        idx0, valid0, w0 = _per_sample((l < 0) & (u > 0))
+        if w0:
+            coef, bias = _rows_of(Gt, idx0), g.gather(1, idx0)
+            lo_c = _eliminate(coef, bias, layers, eps, p)
+            up_c = _eliminate(coef, bias, layers, eps, p, upper=True)
+            li, ui = l.gather(1, idx0), u.gather(1, idx0)
+            new_l = torch.where(valid0, torch.maximum(li, lo_c), li)
+            new_u = torch.where(valid0, torch.maximum(torch.minimum(ui, up_c), new_l), ui)
+            l, u = l.scatter(1, idx0, new_l), u.scatter(1, idx0, new_u)
         lo_d, lo_b, up_d, up_b = relax(op.kind, l, u, op.slope)
         unstable = (l < 0) & (u > 0)
-        counts = unstable.sum(1)
-        w = int(counts.max()) if n else 0
-        idx = torch.argsort(unstable.to(torch.int8), dim=1, descending=True, stable=True)[:, :w]
-        valid = (torch.arange(w, device=dev).unsqueeze(0) < counts.unsqueeze(1)).to(dt)
-        GU = Gb.gather(1, idx.unsqueeze(-1).expand(n, w, Gb.shape[2])) * valid.unsqueeze(-1)
-        layers.append(_Layer(
-            nvars, w,
-            lo_d.gather(1, idx) * valid, lo_b.gather(1, idx) * valid,
-            up_d.gather(1, idx) * valid, up_b.gather(1, idx) * valid,
-            GU, g.gather(1, idx) * valid,
-        ))
-        # stable neurons map exactly: slope 1 (active), 0 or the leaky slope (inactive)
+        idx, valid_b, w = _per_sample(unstable)
+        valid = valid_b.to(dt)
+        GU = _rows_of(Gt, idx) * valid.unsqueeze(-1)
+
+        def pick(t: Tensor) -> Tensor:
+            return t.gather(1, idx) * valid
+
+        layers.append(_Layer(nvars, w, pick(lo_d), pick(lo_d * g + lo_b), pick(up_d), pick(up_d * g + up_b), GU))
+        # stable neurons map exactly: slope 1 (active), 0 or the leaky slope (inactive);
+        # each unstable neuron becomes a new free variable of its own
         stable_slope = torch.where(unstable, torch.zeros_like(lo_d), lo_d)
-        G = torch.cat([Gb * stable_slope.unsqueeze(-1),
-                       torch.zeros(n, D, w, dtype=dt, device=dev)], dim=2)
-        if w:
-            rows = idx.unsqueeze(-1)  # N×w×1: neuron of each new variable
-            cols = (nvars + torch.arange(w, device=dev)).view(1, w, 1).expand(n, w, 1)
-            G[torch.arange(n, device=dev).view(n, 1, 1), rows, cols] = valid.unsqueeze(-1)
+        new = torch.zeros(n, w, D, dtype=dt, device=dev).scatter_(2, idx.unsqueeze(-1), valid.unsqueeze(-1))
+        Gt = torch.cat([Gt * stable_slope.unsqueeze(1), new], dim=1)
         g = g * stable_slope
         nvars += w
         fl, fu = op.forward(l), op.forward(u)
         c_ibp, r_ibp = (fu + fl) * 0.5, (fu - fl) * 0.5
     # the output as a function of the free variables; spec rows folded in
-    Gb = G.unsqueeze(0).expand(n, *G.shape) if G.dim() == 2 else G
     if C is None:
-        coef, bias = Gb, g
+        coef, bias = (Gt.T.expand(n, *Gt.T.shape) if Gt.dim() == 2 else Gt.transpose(1, 2)), g
     elif C.dim() == 2:
-        coef, bias = torch.matmul(C, Gb), g @ C.T
+        coef, bias = torch.matmul(Gt, C.T).transpose(-1, -2), g @ C.T
+        if coef.dim() == 2:
+            coef = coef.expand(n, *coef.shape)
     else:
-        coef, bias = torch.bmm(C, Gb), torch.einsum("nmo,no->nm", C, g)
-    m = coef.shape[1]
-    if bound_upper:
-        coef, bias = torch.cat([coef, -coef], dim=1), torch.cat([bias, -bias], dim=1)
+        coef, bias = torch.matmul(C, Gt.transpose(-1, -2)), torch.einsum("nmo,no->nm", C, g)
     low = _eliminate(coef, bias, layers, eps, p)
-    if not bound_upper:
-        return low, None
-    return low[:, :m], -low[:, m:]
+    return low, (_eliminate(coef, bias, layers, eps, p, upper=True) if bound_upper else None)
