@@ -48,19 +48,31 @@ def margin_matrix(labels: torch.Tensor, classes: int) -> torch.Tensor:
     return C[keep].reshape(n, classes - 1, classes)
 
 
-def timeit(fn, device, min_time=0.5, max_reps=50) -> float:
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    reps, total = 0, 0.0
-    while total < min_time and reps < max_reps:
-        t = time.perf_counter()
-        fn()
+def paired(fn, fwd, device, min_time=0.5, max_reps=30) -> tuple[float, float]:
+    """(median time of fn, median of fn's time over the adjacent forward pass's time).
+
+    Forward and bound calls alternate, so a slow patch of a shared machine hits both.
+    """
+    def once(f) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
-        total += time.perf_counter() - t
-        reps += 1
-    return total / reps
+        t = time.perf_counter()
+        f()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t
+
+    fn(), fwd()
+    times, ratios, total = [], [], 0.0
+    while not times or (total < min_time and len(times) < max_reps):
+        tf = sum(once(fwd) for _ in range(3)) / 3
+        tb = once(fn)
+        times.append(tb)
+        ratios.append(tb / tf)
+        total += tb
+    times.sort()
+    ratios.sort()
+    return times[len(times) // 2], ratios[len(ratios) // 2]
 
 
 def peak_memory(method: str, n: int, upper: bool, device) -> float | None:
@@ -116,7 +128,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024, 16384])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--crown-max-batch", type=int, default=64, help="largest batch for full CROWN")
+    ap.add_argument("--crown-max-batch", type=int, default=1024, help="largest batch for our full CROWN")
+    ap.add_argument("--lirpa-crown-max-batch", type=int, default=64, help="largest batch for auto_LiRPA's CROWN")
     ap.add_argument("--no-lirpa", action="store_true")
     ap.add_argument("--lirpa-max-batch", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=None)
@@ -137,25 +150,26 @@ def main() -> None:
     with torch.no_grad():
         for n in args.batches:
             z0, C, s = make_inputs(n, device)
-            t_fwd = timeit(lambda: head(z0), device)
+            fwd = lambda: head(z0)  # noqa: E731
             cases = [("ibp", True), ("crown-ibp", False), ("crown-ibp", True)]
             if n <= args.crown_max_batch:
                 cases.append(("crown", True))
             for method, upper in cases:
-                t = timeit(lambda: bound(head, s, C, method=method, bound_upper=upper), device,
-                           min_time=0.3 if method != "crown" else 0.0, max_reps=50 if method != "crown" else 1)
+                slow = method == "crown"
+                t, ratio = paired(lambda: bound(head, s, C, method=method, bound_upper=upper), fwd, device,
+                                  min_time=0.0 if slow else 1.0, max_reps=1 if slow else 30)
                 mem = None if args.no_memory or n < 64 else peak_memory(method, n, upper, device)
-                t_l = None
-                if use_lirpa and n <= (args.crown_max_batch if method == "crown" else args.lirpa_max_batch):
+                t_l = ratio_l = None
+                if use_lirpa and n <= (args.lirpa_crown_max_batch if method == "crown" else args.lirpa_max_batch):
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        t_l = timeit(lambda: bound(head, s, C, method=method, bound_upper=upper, engine="auto_lirpa"),
-                                     device, min_time=0.0 if method == "crown" else 0.3,
-                                     max_reps=1 if method == "crown" else 20)
+                        t_l, ratio_l = paired(
+                            lambda: bound(head, s, C, method=method, bound_upper=upper, engine="auto_lirpa"),
+                            fwd, device, min_time=0.0 if slow else 1.0, max_reps=1 if slow else 10)
                 rows.append({
                     "batch": n, "method": method + ("" if upper else " (lower only)"),
-                    "samples/s": n / t, "ms": t * 1e3, "× forward": t / t_fwd,
-                    "auto_LiRPA × forward": None if t_l is None else t_l / t_fwd,
+                    "samples/s": n / t, "ms": t * 1e3, "× forward": ratio,
+                    "auto_LiRPA × forward": ratio_l,
                     "speed-up": None if t_l is None else t_l / t,
                     "peak MiB": mem,
                 })
@@ -166,7 +180,8 @@ def main() -> None:
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     lines = [
         f"Device: {dev}; torch {torch.__version__}; auto_LiRPA {lirpa_version if use_lirpa else 'not run'}; float32.",
-        "Head 128→1024→1024→1024→1024→10 (ReLU), box on 8 latent dims (ε=0.05), m=9 margin rows.",
+        "Head 128→1024→1024→1024→1024→10 (ReLU), box on 8 latent dims (ε=0.05), m=9 margin rows. "
+        "× forward: median over repetitions of a bound call's time over the forward passes timed next to it.",
         "",
         "| batch | method | samples/s | ms | × forward | auto_LiRPA × forward | speed-up vs auto_LiRPA | peak MiB |",
         "|---:|---|---:|---:|---:|---:|---:|---:|",

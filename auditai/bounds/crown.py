@@ -61,6 +61,9 @@ def backward_lower(
     n = eps.shape[0]
     stop = len(ops) if stop is None else stop
     bias: Optional[Tensor] = bias0
+    inplace = not torch.is_grad_enabled()
+    start_ptr = A.data_ptr()
+    neg_buf: Optional[Tensor] = None  # reused for the negative parts (no grad only)
 
     def add(b: Optional[Tensor]) -> None:
         nonlocal bias
@@ -76,11 +79,21 @@ def backward_lower(
             if A.dim() == nd + 1:  # shared rows: make them per-sample
                 A = A.unsqueeze(0)
             lo = lo_d.unsqueeze(1)
-            A_neg = A.clamp(max=0)
+            if inplace:
+                if neg_buf is None or neg_buf.numel() < A.numel():
+                    neg_buf = torch.empty(A.numel(), dtype=A.dtype, device=A.device)
+                A_neg = torch.clamp(A, max=0, out=neg_buf[: A.numel()].view(A.shape))
+            else:
+                A_neg = A.clamp(max=0)
             add(apply_rows(A_neg, up_b, nd))
             if lo_b is not None:
                 add(apply_rows(A - A_neg, lo_b, nd))
-            A = torch.addcmul(A * lo, A_neg, diff.unsqueeze(1))
+            if inplace and A.shape[0] == n and A.data_ptr() != start_ptr:
+                # A is our own intermediate: update it without allocating (fresh pages cost
+                # more than the arithmetic at these sizes)
+                A = A.mul_(lo).addcmul_(A_neg, diff.unsqueeze(1))
+            else:
+                A = torch.addcmul(A * lo, A_neg, diff.unsqueeze(1))
         else:
             add(op.bias_term(A))
             A = op.backward(A)
