@@ -11,7 +11,6 @@ machines and load cancel out. Writes a Markdown table to benchmarks/results/benc
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import sys
 import time

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,22 +137,6 @@ def failure_message(ut: Any, result: Any, eps: float) -> str:
         lines.append("  hint: the counterexamples are real: retrain the head (auditai train) "
                      "or narrow ε; see the spec-sheet for the curve")
     return "\n".join(lines)
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temp file in the same folder and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 class AuditaiSession:
@@ -383,7 +366,9 @@ class AuditaiSession:
         written = []
         for p in dict.fromkeys(paths):
             path = Path(self.path_option_value(p))
-            atomic_write(path, report.render(self, path.suffix.lower()))
+            from auditai.sheet.record import write_atomic
+
+            write_atomic(path, report.render(self, path.suffix.lower()))
             written.append(str(p))
         self.reports_written = written
         return written

@@ -8,12 +8,12 @@ norm ball"); later ones the interval of the box before them.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from auditai.bounds.ops import Activation, Conv, Dense, Reshape, Shift, apply_rows, dual_norm, fold_spec
+from auditai.bounds.ops import Activation, Conv, Dense, apply_rows, dual_norm, fold_spec
 
 Interval = Tuple[Tensor, Tensor]
 
