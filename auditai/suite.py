@@ -39,7 +39,7 @@ UNIT_TEST_KEYS = (
     "method",
     "description",
 )
-SUITE_KEYS = ("suite", "description", "model", "data", "spec", "method", "engine", "unit_tests")
+SUITE_KEYS = ("suite", "description", "model", "data", "train_data", "spec", "method", "engine", "unit_tests")
 ENGINES = ("auditai", "auto_lirpa")
 DEFAULT_SPEC = "label"
 DEFAULT_METHOD = "crown-ibp"
@@ -316,6 +316,7 @@ class Suite:
     unit_tests: tuple[UnitTest, ...]
     description: str | None = None
     lines: Mapping[str, int] = field(default_factory=dict, compare=False)
+    train_data: str | None = None  # codes of the deployment ranges (paper §2.4); default: data
 
 
 def _resolve_source(value: str, base: Path | None) -> str:
@@ -426,6 +427,7 @@ def parse_suite(text: str, path: str | os.PathLike | None = None) -> Suite:
         path=spath,
         model=_resolve_source(top["model"], base) if top.get("model") else None,
         data=_resolve_source(top["data"], base) if top.get("data") else None,
+        train_data=_resolve_source(top["train_data"], base) if top.get("train_data") else None,
         spec=spec,
         method=method,
         engine=engine,

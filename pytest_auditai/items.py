@@ -71,7 +71,7 @@ class AuditaiItem(pytest.Item):
         session = self.config.stash[SESSION]
         suite = self.parent.suite
         result = session.verify(self.key, suite.name, self.unit_test, suite.model, suite.data,
-                                suite.engine)
+                                suite.engine, suite.train_data)
         session.check(self.key, self.unit_test, result, self.eps, self)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo, style=None):  # type: ignore[override]

@@ -15,6 +15,7 @@ GROUP = "auditai"
 
 MODEL = "--auditai-model"
 DATA = "--auditai-data"
+TRAIN_DATA = "--auditai-train-data"
 DEVICE = "--auditai-device"
 METHOD = "--auditai-method"
 ENGINE = "--auditai-engine"
@@ -102,6 +103,10 @@ _OPTIONS: list[tuple[str, str, Any, str, dict]] = [
     (DATA, "string", None,
      "data whose latent codes are the centres of the unit tests: .pt/.npz/.safetensors, an image "
      "folder, or package.module:attribute; overrides a suite's `data:`", {"metavar": "SOURCE"}),
+    (TRAIN_DATA, "string", None,
+     "training data whose latent codes give the spec-sheet's deployment ranges (paper §2.4); "
+     "same formats as --auditai-data; overrides a suite's `train_data:` (default: the data)",
+     {"metavar": "SOURCE"}),
     (DEVICE, "string", "auto",
      "device for verification: auto (CUDA when available, else CPU), cpu, cuda or cuda:N "
      "(default: auto)", {"metavar": "DEVICE", "type": parse_device}),

@@ -194,10 +194,11 @@ class AuditaiSession:
             self._models[source] = load_model(source, trust_pickle=bool(self.option(opt.TRUST_PICKLE)))
         return self._models[source]
 
-    def data(self, source: str | None, model_source: str | None) -> Any:
-        """The AuditData of `source` encoded by the model; codes cached in pytest's cache by
-        the model's and the data's content hashes (encoding runs once across runs)."""
-        source = self.path_option(opt.DATA) or source
+    def data(self, source: str | None, model_source: str | None, option: str = opt.DATA) -> Any:
+        """The AuditData of `source` (or of `option` when given) encoded by the model; codes
+        cached in pytest's cache by the model's and the data's content hashes (encoding runs
+        once across runs)."""
+        source = self.path_option(option) or source
         if not source:
             raise AuditaiFailure(f"no data: set `data:` in the suite, {opt.DATA}=SOURCE, or the "
                                  f"ini value {opt.ini_name(opt.DATA)}")
@@ -240,7 +241,8 @@ class AuditaiSession:
 
     # ------------------------------------------------------------------ verification
     def verify(self, key: str, suite: str, ut: Any, model_source: str | None = None,
-               data_source: str | None = None, engine: str | None = None) -> Any:
+               data_source: str | None = None, engine: str | None = None,
+               train_data_source: str | None = None) -> Any:
         """Verify `ut` at all its ε once per run (cached by key) and record its rows."""
         if key in self._results:
             return self._results[key]
@@ -263,9 +265,18 @@ class AuditaiSession:
             data={"source": str(getattr(data, "source", data_source)),
                   "content_hash": getattr(data, "content_hash", None),
                   "n": int(data.z.shape[0])},
-            sheet=_sheet_entry(ut, result, kind, model, data),
+            sheet=_sheet_entry(ut, result, kind, model, *self.range_codes(data, train_data_source, model_source)),
         )
         return result
+
+    def range_codes(self, data: Any, train_source: str | None, model_source: str | None) -> tuple:
+        """(codes, what they are) for the deployment ranges: the training data when a suite or
+        the option names it (paper §2.4), else the evaluation data, and the sheet says which."""
+        if self.path_option(opt.TRAIN_DATA) or train_source:
+            train = self.data(train_source, model_source, option=opt.TRAIN_DATA)
+            source = getattr(train, "source", train_source)
+            return train.z, f"training data {source}"
+        return data.z, f"evaluation data {getattr(data, 'source', '')}"
 
     def check(self, key: str, ut: Any, result: Any, eps: float, item: pytest.Item) -> None:
         """Record JUnit properties for ε and raise AuditaiFailure when the gate or baseline fails."""
@@ -381,14 +392,14 @@ class AuditaiSession:
         return str(p if p.is_absolute() else base / p)
 
 
-def _sheet_entry(ut: Any, result: Any, kind: Any, model: Any, data: Any) -> dict | None:
-    """The spec-sheet's entry (with deployment ranges from the data's codes), as plain JSON."""
+def _sheet_entry(ut: Any, result: Any, kind: Any, model: Any, codes: Any, source: str) -> dict | None:
+    """The spec-sheet's entry (with deployment ranges from `codes`), as plain JSON."""
     try:
         from auditai.sheet.record import SheetEntry
     except ImportError:
         return None
-    return SheetEntry.from_result(ut, result, kind, model=model, train_codes=data.z,
-                                  train_source=f"evaluation data {getattr(data, 'source', '')}").to_dict()
+    return SheetEntry.from_result(ut, result, kind, model=model, train_codes=codes,
+                                  train_source=source).to_dict()
 
 
 def _with_codes(raw: Any, z: Any) -> Any:

@@ -6,6 +6,7 @@ direction per attribute with `auditai.directions.find_directions` (held-out R² 
 normal classifier head on the codes, and saves
 
 - ``<dataset>_model.auditai``: the AuditModel (head, encoder, decoder, named directions),
+- ``<dataset>_train.npz``: the training codes ``z`` and labels ``y`` (deployment ranges),
 - ``<dataset>_test.npz``: held-out test codes ``z``, labels ``y`` and images ``x``,
 - ``<dataset>_attributes.npz``: the test images' attributes (one array per name),
 - ``<dataset>_strips.png``: images decoded along each direction (to look at).
@@ -393,6 +394,9 @@ def build_demo(dataset: str = "shapes", out_dir: str | Path = "demo_output", siz
         p = out / f"{s.dataset}_test.npz"
         np.savez_compressed(p, z=z_te.numpy(), y=y_te.numpy(), x=x_te.numpy())
         build.paths["data"] = str(p)
+        p = out / f"{s.dataset}_train.npz"  # the codes of the spec-sheet's deployment ranges (§2.4)
+        np.savez_compressed(p, z=z_tr.numpy(), y=y_tr.numpy())
+        build.paths["train data"] = str(p)
         p = out / f"{s.dataset}_attributes.npz"
         np.savez_compressed(p, **{k: np.asarray(v) for k, v in data["attrs_test"].items()})
         build.paths["attributes"] = str(p)

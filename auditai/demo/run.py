@@ -119,6 +119,8 @@ def run_suite(dataset: str, head: str, out: Path, build: dict) -> dict[str, Any]
            f"--auditai-model={model}", f"--auditai-data={build['paths']['data']}",
            "-o", f"cache_dir={out / '.pytest_cache'}", "-W", "ignore::DeprecationWarning"]
     cmd += [f"--auditai-report={stem}{sfx}" for sfx in (".json", ".md", ".html")]
+    if build["paths"].get("train data"):
+        cmd.append(f"--auditai-train-data={build['paths']['train data']}")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, check=False)
