@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from auditai.commands import nonnegative_float
 from auditai.errors import AuditaiError, DataError, SheetError
 
 HELP = "check that inputs (x or latent codes z) lie inside a spec-sheet's deployment ranges"
@@ -24,20 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="files with inputs 'x' or latent codes 'z' (.npz, .pt, .npy, .safetensors)")
     parser.add_argument("--sheet", required=True, help="the spec-sheet JSON (auditai.spec-sheet/1)")
     parser.add_argument("--model", help="the model (to encode inputs x); must be the model the sheet describes")
-    parser.add_argument("--eps", type=_eps, default=None,
+    parser.add_argument("--eps", type=nonnegative_float("--eps"), default=None,
                         help="the ε whose range to check (default per unit test: its largest gated ε that passed)")
     parser.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     parser.add_argument("--trust-pickle", action="store_true", help="allow pickled model files (runs their code)")
-
-
-def _eps(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--eps must be a number, got {s!r}") from None
-    if not np.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"--eps must be finite and >= 0, got {s!r}")
-    return v
 
 
 def _array(v: Any, key: str, where: str) -> np.ndarray:

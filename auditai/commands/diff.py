@@ -8,27 +8,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
+from auditai.commands import nonnegative_float
+
 HELP = "compare two spec-sheets per unit test and ε; exit 1 on a regression"
-
-
-def _tol(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--tolerance must be a number, got {s!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"--tolerance must be finite and >= 0, got {s!r}")
-    return v
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("old", help="the baseline spec-sheet JSON")
     parser.add_argument("new", help="the new spec-sheet JSON")
-    parser.add_argument("--tolerance", type=_tol, default=0.01,
+    parser.add_argument("--tolerance", type=nonnegative_float("--tolerance"), default=0.01,
                         help="largest allowed growth of a verified error (default 0.01)")
     parser.add_argument("--json", action="store_true", help="print the changes as JSON")
 

@@ -16,7 +16,7 @@ import numpy as np
 from auditai.deploy import default_eps, set_basis
 from auditai.errors import SheetError
 from auditai.sheet import plots
-from auditai.sheet.record import SpecSheet, UnitTestSheet
+from auditai.sheet.record import SpecSheet, UnitTestSheet, deployment_rows
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#222;max-width:1200px}
@@ -119,20 +119,17 @@ def detail_table(sheet: SpecSheet) -> str:
 def deployment_table(sheet: SpecSheet) -> str:
     heads = ["unit test", "coordinate", "μ", "σ", "codes", "ε", "range"]
     h = ["<table class='deployment'><thead><tr>", *[f"<th>{x}</th>" for x in heads], "</tr></thead><tbody>"]
-    for ut in sheet.unit_tests:
-        if ut.deployment is None:
+    for ut, row in deployment_rows(sheet):
+        if row is None:
             h.append(f"<tr><td class='name'>{esc(ut.name)}</td><td colspan='6' class='text'>not computed (no training codes)</td></tr>")
             continue
-        dep = ut.deployment
-        for r in ut.rows:
-            lo, hi = ut.deployment_range(r.eps)
-            for j, lb in enumerate(ut.labels):
-                h.append(
-                    f"<tr><td class='name'>{esc(ut.name)}</td><td class='text'>{esc(lb)}</td>"
-                    f"<td>{_num(dep.mean[j])}</td><td>{_num(dep.std[j])}</td>"
-                    f"<td class='text'>{dep.n_codes} {esc(dep.source or '')}</td><td>{r.eps:g}</td>"
-                    f"<td>[{_num(lo[j])}, {_num(hi[j])}]</td></tr>"
-                )
+        lb, mean, std, n, source, eps, lo, hi = row
+        h.append(
+            f"<tr><td class='name'>{esc(ut.name)}</td><td class='text'>{esc(lb)}</td>"
+            f"<td>{_num(mean)}</td><td>{_num(std)}</td>"
+            f"<td class='text'>{n} {esc(source)}</td><td>{eps:g}</td>"
+            f"<td>[{_num(lo)}, {_num(hi)}]</td></tr>"
+        )
     h.append("</tbody></table>")
     return "".join(h)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 
 from auditai.deploy import default_eps
-from auditai.sheet.record import SpecSheet, UnitTestSheet
+from auditai.sheet.record import SpecSheet, UnitTestSheet, deployment_rows
 
 
 def md_escape(s: object) -> str:
@@ -130,17 +130,14 @@ def to_markdown(sheet: SpecSheet) -> str:
     head = ["unit test", "coordinate", "μ", "σ", "codes", "ε", "range"]
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "---|" * len(head))
-    for ut in sheet.unit_tests:
-        if ut.deployment is None:
+    for ut, row in deployment_rows(sheet):
+        if row is None:
             out.append(f"| {md_escape(ut.name)} | – | – | – | – | – | not computed (no training codes) |")
             continue
-        dep = ut.deployment
-        for r in ut.rows:
-            lo, hi = ut.deployment_range(r.eps)
-            for j, lb in enumerate(ut.labels):
-                out.append(
-                    f"| {md_escape(ut.name)} | {md_escape(lb)} | {num(dep.mean[j])} | {num(dep.std[j])} | "
-                    f"{dep.n_codes} {md_escape(dep.source or '')} | {r.eps:g} | [{num(lo[j])}, {num(hi[j])}] |"
-                )
+        lb, mean, std, n, source, eps, lo, hi = row
+        out.append(
+            f"| {md_escape(ut.name)} | {md_escape(lb)} | {num(mean)} | {num(std)} | "
+            f"{n} {md_escape(source)} | {eps:g} | [{num(lo)}, {num(hi)}] |"
+        )
     out.append("")
     return "\n".join(out)

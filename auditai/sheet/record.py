@@ -860,6 +860,21 @@ def data_info(data: Any) -> dict:
     return _jsonable({"source": _get(data, "source"), "sha256": _get(data, "content_hash"), "n": n})
 
 
+def deployment_rows(sheet: SpecSheet):
+    """Rows of the deployment-range table, shared by the renderers: per unit test either
+    (unit test, None) when no codes were given, or one (unit test, row) per ε and coordinate
+    with row = (coordinate label, μ, σ, n codes, codes source, ε, lower, upper)."""
+    for ut in sheet.unit_tests:
+        dep = ut.deployment
+        if dep is None:
+            yield ut, None
+            continue
+        for r in ut.rows:
+            lo, hi = ut.deployment_range(r.eps)
+            for j, lb in enumerate(ut.labels):
+                yield ut, (lb, dep.mean[j], dep.std[j], dep.n_codes, dep.source or "", r.eps, lo[j], hi[j])
+
+
 def write_atomic(path: str | os.PathLike, text: str) -> None:
     """Write text to path via a temporary file in the same folder and os.replace."""
     p = Path(path)
