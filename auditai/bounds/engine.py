@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from auditai.bounds import symbolic
 from auditai.bounds.crown import Relaxations, backward_lower, crown_intermediate
+from auditai.bounds.guard import check_agreement, set_points
 from auditai.bounds.interval import first_mix_radius, ibp_last_layer, ibp_spec
 from auditai.bounds.ops import (
     Activation,
@@ -32,6 +33,7 @@ from auditai.bounds.ops import (
     Shift,
     fold_scale_shift,
     merge_dense,
+    op_sources,
     to_ops,
 )
 
@@ -192,6 +194,23 @@ def _chunk_size(n: int, m: int, widths: Sequence[int], itemsize: int, method: st
     return max(1, min(n, budget // max(1, per_sample)))
 
 
+def guard_conversion(module: nn.Module, ops: list, x0: Tensor, eps: Tensor, p: float,
+                     basis: Optional[Tensor], root_name: str = "head") -> None:
+    """Check, in float64, that `ops` compute `module` at the set's centres and points (guard.py).
+
+    Raises ConversionMismatchError naming the first op where they part; runs before any bound.
+    """
+    if x0.dtype != torch.float64:
+        with torch.no_grad():
+            ops = to_ops(module, tuple(x0.shape[1:]), dtype=torch.float64, device=x0.device,
+                         root_name=root_name)
+    sources = op_sources(module, root_name)
+    with torch.no_grad():
+        pts = set_points(x0.detach().double(), eps.detach().double(), p,
+                         None if basis is None else basis.detach().double())
+    check_agreement(module, ops, pts, root_name, sources.get)
+
+
 def bound_input(
     module: nn.Module,
     x0: Tensor,
@@ -208,6 +227,7 @@ def bound_input(
     method = parse_method(method)
     n = x0.shape[0]
     ops = to_ops(module, tuple(x0.shape[1:]), dtype=x0.dtype, device=x0.device, root_name=root_name)
+    guard_conversion(module, ops, x0, eps, p, basis, root_name)
     out_shape = _out_shape(ops, tuple(x0.shape[1:]))
     out = math.prod(out_shape)
     C = _check_C(C, n, out, x0.dtype, x0.device)

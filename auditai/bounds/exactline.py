@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from auditai.bounds.guard import global_hooks, refuse_hidden_forward
+from auditai.bounds.ops import _LAYER_CLASSES
 from auditai.errors import UnsupportedLayerError
 
 PIECEWISE_LINEAR = ("affine", "relu")
@@ -92,11 +94,17 @@ def _conv_op(m: nn.Conv1d | nn.Conv2d, pos: str) -> LayerOp:
 def layer_ops(head: nn.Module, prefix: str = "head") -> list[LayerOp]:
     """Flatten `head` into LayerOps; an unsupported module raises UnsupportedLayerError naming it."""
     ops: list[LayerOp] = []
+    if prefix == "head":
+        hooks = global_hooks()
+        if hooks:
+            raise UnsupportedLayerError(type(head).__name__, prefix, f"a {hooks[0]} is registered for every module")
     if isinstance(head, nn.Sequential):
+        refuse_hidden_forward(head, prefix, nn.Sequential)
         for i, sub in enumerate(head):
             ops.extend(layer_ops(sub, f"{prefix}[{i}]"))
         return ops
     m, pos = head, prefix
+    refuse_hidden_forward(m, pos, next((c for c in _LAYER_CLASSES if isinstance(m, c)), None))
     ident = lambda x: x  # noqa: E731
     if isinstance(m, nn.Linear):
         ops.append(_linear_op(m, pos))
