@@ -140,7 +140,7 @@ class _Bounder:
 
     def __init__(self, h64, basis, p, method, engine, chunk):
         self.h64, self.basis, self.p, self.method, self.engine, self.chunk = h64, basis, p, method, engine, chunk
-        self.ops = layer_ops(h64)
+        self.ops = layer_ops(h64, in_shape=(basis.shape[0],))
         self.colsum = basis.abs().sum(dim=1)
 
     @torch.no_grad()
@@ -266,7 +266,7 @@ def verify(
     C, d = sp.C, sp.d
     m = sp.m
     complete = m_key == "complete"
-    pl = is_piecewise_linear(h64)
+    pl = is_piecewise_linear(h64, (base.d,))
     if complete and k > 3:
         raise ValueError(f"method 'complete' needs a set of k ≤ 3 directions; this set has k = {k}")
     use_line = complete and k == 1 and pl
@@ -276,7 +276,7 @@ def verify(
     max_radius = float(max_radius)
     if not (math.isfinite(max_radius) and max_radius >= 0):
         raise ValueError(f"max_radius must be finite and >= 0, got {max_radius}")
-    width = max([op.width for op in layer_ops(h64)] + [C.shape[2]])
+    width = max([op.width for op in layer_ops(h64, in_shape=(base.d,))] + [C.shape[2]])
     chunk = _chunk_rows(chunk_size, memory_budget, m, width)
     bnd = _Bounder(h64, B, p, bmethod, engine, chunk)
     z = base.z0

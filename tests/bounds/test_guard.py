@@ -54,11 +54,25 @@ class HalfWeight(nn.Module):
         return 0.5 * w
 
 
+def _assert_contains(head, s, method):
+    lo, up = bound(head, s, method=method)
+    out = _sampled_outputs(head, s)
+    assert (out >= lo.unsqueeze(1) - 1e-9).all() and (out <= up.unsqueeze(1) + 1e-9).all()
+    return lo, up
+
+
 @pytest.mark.parametrize("method", METHODS)
-def test_sequential_subclass_with_own_forward_is_refused(method):
+def test_sequential_subclass_with_own_forward_is_read_as_written(method):
+    """The issue's residual block: its own forward (x + block(x)) is bounded, not the chain."""
+    torch.manual_seed(0)
     head = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), Residual(nn.Linear(8, 8), nn.ReLU()), nn.Linear(8, 2)).to(DT)
-    with pytest.raises(UnsupportedLayerError, match=r"Residual at head\[2\].*own forward"):
-        bound(head, _set(), method=method)
+    s = _set()
+    lo, up = _assert_contains(head, s, method)
+    chain = nn.Sequential(head[0], head[1], *head[2], head[3])  # what a chain reader would bound
+    chain_lo, chain_up = bound(chain, s, method=method)
+    out = _sampled_outputs(head, s)
+    outside = (out < chain_lo.unsqueeze(1)) | (out > chain_up.unsqueeze(1))
+    assert outside.any(), "the chain reading must differ, else this test shows nothing"
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -85,11 +99,13 @@ def test_global_module_hook_is_refused():
         handle.remove()
 
 
-def test_linear_subclass_with_own_forward_is_refused():
+@pytest.mark.parametrize("method", METHODS)
+def test_linear_subclass_with_own_forward_is_read_as_written(method):
     head = _head()
     head[2] = Doubled(8, 8).to(DT)
-    with pytest.raises(UnsupportedLayerError, match=r"Doubled at head\[2\].*own forward"):
-        bound(head, _set())
+    lo, up = _assert_contains(head, _set(), method)
+    plain_lo, _ = bound(_head(), _set(), method=method)
+    assert not torch.allclose(lo, plain_lo)
 
 
 def test_forward_replaced_on_the_instance_is_refused():
@@ -177,14 +193,15 @@ def test_verify_refuses_a_pre_hook_that_changes_the_head_away_from_the_codes():
         verify(head, z0, y, Direction(torch.tensor([1.0, 0, 0, 0], dtype=DT)), [1.5], method="complete")
 
 
-def test_certified_training_refuses_a_hidden_forward():
+def test_certified_training_refuses_a_hook():
     from auditai.latent import Dims
     from auditai.train import certified_loss
 
-    head = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), Residual(nn.Linear(8, 8), nn.ReLU()), nn.Linear(8, 2))
+    head = _head().float()
+    head[3].register_forward_hook(lambda m, i, o: o * 0)
     z = torch.randn(8, 4)
     y = torch.zeros(8, dtype=torch.long)
-    with pytest.raises(UnsupportedLayerError, match="Residual"):
+    with pytest.raises(UnsupportedLayerError, match=r"head\[3\].*forward hook"):
         certified_loss(head, z, y, Dims([0]), 0.1)
 
 
