@@ -75,6 +75,11 @@ class Group:
             self.distributed = False
 
 
+def _hosts_store(rank: int) -> bool:
+    """Whether this process must start the TCPStore server: not when torchrun's agent hosts it."""
+    return os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" and rank == 0
+
+
 def init_group(device: str = "auto", timeout_s: float = 1800.0) -> Group:
     """Join torchrun's group (gloo on CPU, NCCL on CUDA) or return a one-process group.
 
@@ -99,7 +104,13 @@ def init_group(device: str = "auto", timeout_s: float = 1800.0) -> Group:
     else:
         backend = "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+        timeout = datetime.timedelta(seconds=timeout_s)
+        # torchrun's store can outlive a restart: keys of the killed attempt (its ranks' old
+        # addresses) would make gloo connect to dead ports, so each attempt gets its own prefix.
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                              is_master=_hosts_store(rank), timeout=timeout)
+        store = dist.PrefixStore(f"auditai/attempt_{restart_count()}", store)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
     return Group(rank=rank, world_size=world, local_rank=local, device=device, distributed=True)
 
 
