@@ -17,7 +17,7 @@ CHUNK = 8
 
 
 def write_tiny(folder: Path) -> Path:
-    """model.auditai, data.pt and suite.yaml in `folder`; returns the suite's path."""
+    """model.auditai, data.pt, suite.yaml and failing.yaml in `folder`; returns suite.yaml."""
     from auditai.model import AuditModel, save_model
 
     g = torch.Generator().manual_seed(7)
@@ -36,6 +36,7 @@ def write_tiny(folder: Path) -> Path:
     torch.save({"z": z, "y": y}, folder / "data.pt")
     suite = folder / "suite.yaml"
     suite.write_text(SUITE)
+    (folder / "failing.yaml").write_text(FAILING_SUITE)
     return suite
 
 
@@ -49,12 +50,15 @@ SUITE = textwrap.dedent(
     unit_tests:
       - name: pose
         direction: pose
-        eps: [0.1, 0.3]
+        eps: [0.3, 1.0]
         max_verified_error: 0.9
       - name: expression
         dims: expression
-        eps: 0.2
+        eps: 0.5
         report_eps: [0.05]
-        max_verified_error: 0.1
+        max_verified_error: 0.5
     """
 )
+
+#: the same suite with a gate 'expression' fails (verified error 0.375 > 0.3)
+FAILING_SUITE = SUITE.replace("max_verified_error: 0.5", "max_verified_error: 0.3")
