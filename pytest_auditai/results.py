@@ -11,8 +11,9 @@ Imports neither torch nor auditai at import time.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 

@@ -92,9 +92,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from auditai.data import load_data
+    from auditai.distributed.group import under_torchrun
     from auditai.errors import AuditaiError
     from auditai.model import AuditModel, load_model, save_model
-    from auditai.distributed.group import under_torchrun
     from auditai.train import fit, verified_error
 
     if args.epochs < 1:

@@ -22,9 +22,10 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from auditai.errors import AuditaiError
 
@@ -79,7 +80,7 @@ def read_json(path: Path, what: str) -> Any:
 
 def chunk_seed(unit_test: str, k: int, base: int = 0) -> int:
     """The attack seed of chunk k of a unit test: from (unit test, k, base) only, never the rank."""
-    h = hashlib.sha256(f"{base}:{unit_test}:{k}".encode("utf-8")).digest()
+    h = hashlib.sha256(f"{base}:{unit_test}:{k}".encode()).digest()
     return int.from_bytes(h[:8], "little") & ((1 << 62) - 1)
 
 
@@ -261,7 +262,7 @@ def merge_results(records: Sequence[dict], n: int, name: str) -> dict:
     first = records[0]["result"]
     E = len(first["eps"])
     cols = list(zip(*verdicts)) if verdicts else [()] * E
-    frac = lambda v: [sum(1 for x in col if x == v) / n for col in cols]  # noqa: E731
+    frac = lambda v: [sum(1 for x in col if x == v) / n for col in cols]
     verified = frac(1)
     out = {k: first[k] for k in ("eps", "method", "spec", "set_description", "norm", "max_radius",
                                  "device", "engine")}

@@ -49,7 +49,7 @@ def test_one_process_fit_ddp_equals_fit_and_resumes(tmp_path, tiny_dir):
     """Without torchrun, fit_ddp is fit; a checkpoint written mid-run resumes to the same head."""
     model = load_model(tiny_dir / "model.auditai")
     data = load_data(tiny_dir / "data.pt", model)
-    kw = dict(lr=0.05, batch_size=15, warmup=1, seed=0, eval_every=0, log=None)
+    kw = {"lr": 0.05, "batch_size": 15, "warmup": 1, "seed": 0, "eval_every": 0, "log": None}
     ref = copy.deepcopy(model.head)
     fit(ref, data.z, data.y, _sets(model), 0.3, 3, progress=False, **kw)
     a = copy.deepcopy(model.head)
