@@ -143,7 +143,10 @@ def _run(args: argparse.Namespace, g: grp.Group, t0: float) -> int:
     folder = RunFolder(args.out)
     suite, tests, model, data, engine, sources = _load(args)
     old = folder.read_manifest()
-    chunk_size = args.chunk_size or (old or {}).get("chunk_size") or DEFAULT_CHUNK_SIZE
+    chunk_size = args.chunk_size if args.chunk_size is not None else (
+        (old or {}).get("chunk_size") or DEFAULT_CHUNK_SIZE)
+    if int(chunk_size) < 1:
+        raise AuditaiError(f"--chunk-size must be a number of samples >= 1, got {chunk_size}")
     manifest = make_manifest(suite, tests, model, data, engine, int(chunk_size), sources, suite.train_data)
     error = None
     if g.rank == 0:
@@ -220,7 +223,8 @@ def merge_folder(folder: RunFolder, *, model: Any = None, data: Any = None, repo
         entry = SheetEntry.from_result(ut, result, kind, model=model, train_codes=train_codes,
                                        train_source=manifest.get("train_data_source"))
         entries.append(entry)
-        out_tests.append({"unit_test": unit_test_fields(ut), "result": merged, "sheet": entry.to_dict()})
+        stored = {**merged, "counterexamples": worst_per_eps(merged["counterexamples"])}
+        out_tests.append({"unit_test": unit_test_fields(ut), "result": stored, "sheet": entry.to_dict()})
     dev = device or (out_tests[0]["result"].get("device") if out_tests else "cpu")
     sheet = SpecSheet.from_results(entries, model=model, data=data, device=dev,
                                    engine=manifest.get("engine", "auditai"), suite=manifest.get("suite"))
@@ -235,6 +239,18 @@ def merge_folder(folder: RunFolder, *, model: Any = None, data: Any = None, repo
     for path in reports or ():
         sheet.write(path, model=model, codes=data.z)
     return sheet
+
+
+def worst_per_eps(cex: list[dict]) -> list[dict]:
+    """The most violated counterexample of each ε (results.json keeps these; the chunk files
+    keep them all): a failure message names the worst one, and a full list of d-dimensional
+    points for every falsified sample would dwarf the verdicts."""
+    best: dict[int, dict] = {}
+    for c in cex:
+        e = int(c["eps_index"])
+        if e not in best or float(c["margin"]) < float(best[e]["margin"]):
+            best[e] = c
+    return [best[e] for e in sorted(best)]
 
 
 def _stray_chunks(folder: RunFolder, chunks: list[Chunk]) -> list[Path]:

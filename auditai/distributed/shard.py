@@ -170,8 +170,8 @@ class RunFolder:
     def remove_stale_temporaries(self) -> int:
         """Delete temporary files left by killed workers (call while no rank writes)."""
         n = 0
-        if self.chunks_dir.exists():
-            for p in self.chunks_dir.rglob(f"*{TMP_SUFFIX}"):
+        if self.root.exists():
+            for p in self.root.rglob(f".*{TMP_SUFFIX}"):
                 try:
                     p.unlink()
                     n += 1
