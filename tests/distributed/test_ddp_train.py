@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
-from conftest import torchrun
 
 from auditai.data import load_data
 from auditai.distributed.train import TEST_KILL_STEP_ENV, fit_ddp
 from auditai.latent import Dims, Direction
 from auditai.model import load_model
 from auditai.train import fit
+
+from .conftest import torchrun
 
 ARGS = ["--model", "model.auditai", "--data", "data.pt", "--direction", "pose", "--dims", "expression",
         "--eps", "0.3", "--epochs", "3", "--warmup", "1", "--batch-size", "15", "--lr", "0.05"]
@@ -23,6 +25,7 @@ def _sets(model):
             "expression": Dims(model.dims["expression"], "inf")}
 
 
+@pytest.mark.slow  # a torchrun launch
 def test_two_ranks_restarted_equal_one_process(tiny_dir):
     # 48 samples, global batch 15: 4 steps per epoch, the last of 3 samples (split 2 + 1)
     p = torchrun(["train", *ARGS, "--out", "ddp.auditai", "--checkpoint", "ddp.ckpt", "--checkpoint-every", "2"],

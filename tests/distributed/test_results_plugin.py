@@ -8,7 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import cli, verify_args
+
+from .conftest import cli, verify_args
 
 
 @pytest.fixture(scope="module")

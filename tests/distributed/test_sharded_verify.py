@@ -11,10 +11,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import cli, last_launch, results_content, sheet_content, torchrun, verify_args
-from tiny import N_SAMPLES
 
 from auditai.distributed.group import TEST_KILL_ENV
+
+from .conftest import cli, last_launch, results_content, sheet_content, torchrun, verify_args
+from .tiny import N_SAMPLES
 
 N_CHUNKS = 12
 
@@ -55,6 +56,7 @@ def test_one_process_sheet_matches_unsharded_verify(one, tiny_dir, capsys):
     _each_sample_once(one)
 
 
+@pytest.mark.slow  # a torchrun launch
 def test_two_ranks_give_the_same_sheet_as_one_process(one, tiny_dir):
     p = torchrun(verify_args("two"), tiny_dir)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -93,6 +95,7 @@ def test_a_different_run_is_refused(one, tiny_dir, capsys):
     assert sorted(p.name for p in run.rglob("*")) == before  # nothing written
 
 
+@pytest.mark.slow  # a torchrun launch
 def test_killed_worker_then_rerun_completes(one, tiny_dir):
     """Rank 1 is SIGKILLed while writing its 3rd chunk; without restarts the run fails, keeps
     every finished chunk, and the same command (here in one process) finishes it."""
@@ -110,6 +113,7 @@ def test_killed_worker_then_rerun_completes(one, tiny_dir):
     _each_sample_once(run)
 
 
+@pytest.mark.slow  # a torchrun launch
 def test_max_restarts_recovers_a_killed_worker(one, tiny_dir):
     p = torchrun(verify_args("restarted"), tiny_dir, max_restarts=1, env={TEST_KILL_ENV: "1:2"})
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
