@@ -111,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         head = copy.deepcopy(model.head)
         if args.reinit:
             _reinit(head, args.seed)
-        before = {n: verified_error(model.head, val.z, val.y, k, args.eps, args.method) for n, k in sets.items()}
+        before = {n: verified_error(model.head, val.z, val.y, k, args.eps, args.method)
+                  for n, k in sets.items()} if int(os.environ.get("RANK", "0")) == 0 else {}
         trainer, extra = fit, {}
         if under_torchrun():  # DDP over the ranks; restarts resume from the checkpoint
             from auditai.distributed.train import fit_ddp as trainer

@@ -158,6 +158,7 @@ def _run(args: argparse.Namespace, g: grp.Group, t0: float) -> int:
     error = g.broadcast(error)
     if error is not None:
         raise RunFolderError(error) if g.rank == 0 else SystemExit(2)
+    manifest = g.broadcast(manifest)  # one plan for every rank: rank 0's
     chunks = plan([ut.name for ut in tests], manifest["n"], manifest["chunk_size"])
     pending = g.broadcast(folder.pending(chunks) if g.rank == 0 else None)
     mine = pending[g.rank::g.world_size]

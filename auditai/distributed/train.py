@@ -214,11 +214,12 @@ def _loop(g: grp.Group, head, z, y, sets, targets, epochs, sched, method, eval_m
             step += 1
             part = torch.tensor([float(loss.detach()) / weight * len(mine) if len(mine) else 0.0,
                                  nat * len(mine), rob * len(mine), float(ok)], dtype=torch.float64)
-            if g.distributed:
+            if g.distributed:  # NCCL reduces device tensors only
                 import torch.distributed as dist
 
+                part = part.to(dev)
                 dist.all_reduce(part)
-            sums += part
+            sums += part.cpu()
             if checkpoint_every and step % checkpoint_every == 0 and b + 1 < nb:
                 checkpoint_now(epoch, b + 1)
         frac, kappa, beta = sched.at(epoch + 1 - 1e-9)
