@@ -142,3 +142,10 @@ def test_merge_offline(one, tiny_dir, capsys):
     assert "is missing: rerun the same command" in capsys.readouterr().err
     assert cli(["merge", "nowhere"], tiny_dir) == 2
     assert "no manifest.json" in capsys.readouterr().err
+
+
+def test_under_torchrun_without_out_is_an_error(tiny_dir, capsys, monkeypatch):
+    for k, v in {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "localhost", "MASTER_PORT": "1"}.items():
+        monkeypatch.setenv(k, v)
+    assert cli(["verify", "suite.yaml"], tiny_dir) == 2
+    assert "under torchrun, `auditai verify` needs --out DIR" in capsys.readouterr().err
