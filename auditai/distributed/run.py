@@ -29,6 +29,7 @@ from auditai.distributed.shard import (
     RunFolderError,
     canonical_json,
     chunk_seed,
+    manifest_differences,
     merge_results,
     plan,
     sha256_text,
@@ -158,7 +159,14 @@ def _run(args: argparse.Namespace, g: grp.Group, t0: float) -> int:
     error = g.broadcast(error)
     if error is not None:
         raise RunFolderError(error) if g.rank == 0 else SystemExit(2)
+    mine0 = manifest
     manifest = g.broadcast(manifest)  # one plan for every rank: rank 0's
+    seen = g.all_gather(manifest_differences(manifest, mine0))  # every rank sees the same files?
+    bad = [(r, d) for r, d in enumerate(seen) if d]
+    if bad:
+        r, d = bad[0]
+        raise RunFolderError(f"rank {r} loaded other files than rank 0 ({'; '.join(d)}): every node "
+                             "must see the same model, data and suite")
     chunks = plan([ut.name for ut in tests], manifest["n"], manifest["chunk_size"])
     pending = g.broadcast(folder.pending(chunks) if g.rank == 0 else None)
     mine = pending[g.rank::g.world_size]
