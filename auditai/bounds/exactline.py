@@ -53,6 +53,7 @@ class LayerOp:
     position: str
     slope: float = 0.0
     depth: int = 1
+    graph: object = None  # kind "graph": the float64 graph IR
 
 
 def _linear_op(m: nn.Linear, pos: str) -> LayerOp:
@@ -105,7 +106,7 @@ def _graph_op(head: nn.Module, prefix: str, in_shape) -> list[LayerOp]:
     g = read_graph(head, tuple(in_shape), prefix)
     g64 = g.to(torch.float64)
     return [LayerOp("graph", lambda x: g64.forward(x.double()), lambda a: magnitudes_graph(g64, a.double()),
-                    fan_in(g), prefix, depth=len(g.nodes))]
+                    fan_in(g), prefix, depth=len(g.nodes), graph=g64)]
 
 
 def layer_ops(head: nn.Module, prefix: str = "head", in_shape=None) -> list[LayerOp]:
@@ -166,9 +167,10 @@ def _chain_ops(head: nn.Module, prefix: str = "head") -> list[LayerOp]:
 
 
 def is_piecewise_linear(head: nn.Module, in_shape=None) -> bool:
-    """True when `head` is a chain whose every step is affine, ReLU or LeakyReLU (ExactLine applies;
-    graphs are decided by splitting instead)."""
-    return all(op.kind in ("affine", "relu", "flatten") for op in layer_ops(head, in_shape=in_shape))
+    """True when every step of `head` is affine, ReLU or LeakyReLU, or its graph is piecewise
+    linear (Add, Concat, MaxPool, Hardtanh included): ExactLine applies."""
+    return all(op.kind in ("affine", "relu", "flatten") or (op.kind == "graph" and op.graph.piecewise_linear())
+               for op in layer_ops(head, in_shape=in_shape))
 
 
 def gamma(n: int, dtype: torch.dtype) -> float:
@@ -230,6 +232,11 @@ def _line_chunk(ops, z0, v, eps, R, C, d, factor) -> LineResult:
     x = z0[sid] + t[:, None] * v
     # magnitudes: |x_l(t)| <= A_l for every t in [-R, R] (one vector per sample, not per point)
     A = magnitudes(ops, z0.abs() + R[:, None] * v.abs()).flatten(1)
+    if len(ops) == 1 and ops[0].kind == "graph":
+        from auditai.bounds.exactline_graph import walk_graph
+
+        sid, t, x = walk_graph(ops[0].graph, sid, t, x)
+        ops = []
     for op in ops:
         if op.kind == "relu":
             x2 = x.flatten(1)
@@ -332,8 +339,10 @@ def exact_line(
         chunk: samples per chunk (memory); results do not depend on it.
     Computed in the dtype of z0 (use float64). Returns a LineResult.
     """
-    ops = layer_ops(head)
+    ops = layer_ops(head, in_shape=(z0.shape[1],))
     for op in ops:
+        if op.kind == "graph" and op.graph.piecewise_linear():
+            continue
         if op.kind not in ("affine", "relu", "flatten"):
             raise UnsupportedLayerError(
                 op.kind.capitalize(), op.position,

@@ -32,9 +32,11 @@ class _Unsupported(Exception):
 
 
 class _Tracer(fx.Tracer):
-    def __init__(self) -> None:
+    def __init__(self, lines: bool = False) -> None:
         super().__init__()
-        self.record_stack_traces = True
+        # source lines cost a one-time import of torch's traceback symbolizer (seconds): they are
+        # recorded only when an error needs them (trace_module retraces then)
+        self.record_stack_traces = lines
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return type(m) in _LEAF_RULES or isinstance(m, tuple(_LEAF_PARAMETRIZED)) and \
@@ -508,15 +510,21 @@ def _depends(a) -> bool:
 
 
 def trace_module(module: nn.Module, input_shape: Sequence[int], root_name: str = "head",
-                 dtype: Optional[torch.dtype] = None) -> Graph:
+                 dtype: Optional[torch.dtype] = None, _lines: Optional[bool] = None) -> Graph:
     """The graph IR of `module` for per-sample inputs of `input_shape` (see the module docstring)."""
+    if _lines is None:
+        try:
+            return trace_module(module, input_shape, root_name, dtype, _lines=False)
+        except UnsupportedLayerError:
+            pass  # again, with source lines for the message
+        _lines = True
     hooks = global_hooks()
     if hooks:
         raise UnsupportedLayerError(type(module).__name__, root_name, f"a {hooks[0]} is registered for every module")
     for qual, m in module.named_modules():
         refuse_hidden_forward(m, qualified(root_name, qual))
     try:
-        fxg = _Tracer().trace(module)
+        fxg = _Tracer(lines=bool(_lines)).trace(module)
     except Exception as err:
         raise UnsupportedLayerError(type(module).__name__, root_name,
                                     f"torch.fx cannot trace its forward ({type(err).__name__}: {err})") from err

@@ -183,3 +183,22 @@ def test_bounds_are_differentiable_wrt_head_parameters(method, dtype):
     head.zero_grad()
     lower2.sum().backward()
     assert all(torch.isfinite(lin.weight.grad).all() for lin in lins)
+
+
+def test_every_unsupported_op_is_listed_with_its_source_line():
+    class TwoBad(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, z):
+            h = self.lin(z)
+            a = h * h                      # a product of two input-dependent tensors
+            b = torch.softmax(h, dim=1)    # no bound rule
+            return a + b
+
+    with pytest.raises(UnsupportedLayerError) as info:
+        bound(TwoBad().double(), _set())
+    msg = str(info.value)
+    assert "2 op(s) without a bound rule" in msg
+    assert msg.count("test_bounds_api.py:") >= 2 and "softmax" in msg
