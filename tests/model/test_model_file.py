@@ -142,14 +142,14 @@ def test_float64_head_keeps_its_dtype(tmp_path):
 
 
 def test_unsupported_head_module_is_named_at_save(tmp_path):
-    class Gelu(nn.Module):
+    class Softmaxed(nn.Module):  # no bound rule: neither saved as a chain nor as a graph
         def forward(self, x):
-            return torch.nn.functional.gelu(x)
+            return torch.softmax(x, dim=1)
 
-    head = nn.Sequential(nn.Linear(3, 4), nn.Sequential(nn.ReLU(), Gelu()), nn.Linear(4, 2))
+    head = nn.Sequential(nn.Linear(3, 4), nn.Sequential(nn.ReLU(), Softmaxed()), nn.Linear(4, 2))
     with pytest.raises(UnsupportedLayerError) as e:
         save_model(tmp_path / "x.pt", AuditModel(head))
-    assert "Gelu" in str(e.value) and "head[1].1" in str(e.value)
+    assert "Softmaxed" in str(e.value) and "head[1][1]" in str(e.value)
     assert not (tmp_path / "x.pt").exists()
 
 
