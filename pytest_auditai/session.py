@@ -213,7 +213,8 @@ class AuditaiSession:
         from auditai.errors import DataError
 
         device = self.device
-        if getattr(model, "encoder", None) is None or self.config.cache is None:
+        # no cache with `-p no:cacheprovider`: encode every run
+        if getattr(model, "encoder", None) is None or getattr(self.config, "cache", None) is None:
             return load_data(source, model, device=device)
         try:  # read without encoding: the arrays' hash keys the cache
             raw = load_data(source)
