@@ -305,7 +305,8 @@ class SheetEntry:
             set_kind=kind,
             set_vector_or_indices=value,
             norm=norm,
-            gated_eps=_floats(getattr(unit_test, "eps", ()) or ()),
+            gated_eps=_floats(getattr(unit_test, "eps", ()) or ())
+                       if any(v is not None for v in thresholds.values()) else [],  # report-only: none
             thresholds=thresholds,
             result=summary,
             set_name=name,
