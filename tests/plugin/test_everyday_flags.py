@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import stat
 import textwrap
 import xml.etree.ElementTree as ET
 
@@ -120,6 +122,9 @@ def test_full_run_and_report_only_unit_tests(flags):
         assert (row["eps"], row["verified_error"], row["gated"], row["passed"]) == (0.5, 0.25, False, None)
     assert [(r["gated"], r["passed"]) for r in rows["drift"]] == [(True, False)]
     assert (flags.path / "encode_calls.txt").exists()  # the codes were encoded by the model
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE((flags.path / "sheet.json").stat().st_mode) == 0o666 & ~umask
 
 
 def test_no_cacheprovider_encodes_and_goes_on(flags):
