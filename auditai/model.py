@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from auditai.bounds.guard import refuse_hidden_forward
 from auditai.errors import ModelFileError, UnsupportedLayerError
 
 FORMAT_NAME = "auditai-model"
@@ -102,6 +103,7 @@ def describe_head(head: nn.Module, position: str = "head") -> tuple[list[dict], 
 
     def walk(m: nn.Module, pos: str, top: bool) -> dict:
         name = type(m).__name__
+        refuse_hidden_forward(m, pos)  # hooks and instance-level forward are not saved: refuse them
         if name not in _LAYERS or type(m) is not _LAYERS[name][0]:
             raise UnsupportedLayerError(
                 f"{type(m).__module__}.{type(m).__qualname__}", pos,

@@ -35,7 +35,7 @@ from auditai.attack import check_points, head64, pgd
 from auditai.bounds import bound
 from auditai.bounds.exactline import exact_line, is_piecewise_linear, layer_ops
 from auditai.bounds.split import bound_tolerance, branch_and_bound
-from auditai.errors import UnsupportedLayerError
+from auditai.errors import AuditaiError, UnsupportedLayerError
 from auditai.latent import LatentSet, norm_name
 from auditai.spec import make_spec
 
@@ -156,35 +156,43 @@ class _Bounder:
         for i in range(0, z.shape[0], self.chunk):
             sl = slice(i, i + self.chunk)
             s = LatentSet(z[sl], self.basis, eps[sl].contiguous(), self.p)
+            lo = self._lower(s, C[sl])
             if self.ops is not None:
-                lo, _ = bound(self.h64, s, C[sl], method=self.method, bound_upper=False, engine=self.engine)
                 tol = bound_tolerance(self.ops, z[sl].abs() + eps[sl, None] * self.colsum, C[sl], d[sl], z.dtype)
             else:  # no layers to derive the rounding from: relative to the bound, outputs and d
-                lo = self._foreign_bound(s, C[sl])
                 mag = torch.einsum("no,nmo->nm", self.h64(z[sl]).abs(), C[sl].abs()) + d[sl].abs() + lo.abs()
                 tol = _FOREIGN_REL_TOL * (1.0 + mag.amax(dim=1))
             outs.append((lo.detach() + d[sl]).min(dim=1).values - tol)
         return torch.cat(outs) if outs else z.new_zeros(0)
 
-    def _foreign_bound(self, s: LatentSet, C: Tensor) -> Tensor:
-        """auto_LiRPA's lower bound for a head ours rejects; its refusal names our layer."""
-        r = self.rejected
+    def _lower(self, s: LatentSet, C: Tensor) -> Tensor:
+        """The engine's lower bound; auto_LiRPA's refusals become an error naming the head."""
         try:
             return bound(self.h64, s, C, method=self.method, bound_upper=False, engine=self.engine)[0]
-        except ImportError as e:
-            raise UnsupportedLayerError(r.module_type, r.position, f"and auto_LiRPA is not there: {e}") from None
+        except AuditaiError:
+            raise
         except Exception as e:  # noqa: BLE001 - auto_LiRPA's own refusals (NotImplementedError, ...)
-            raise UnsupportedLayerError(r.module_type, r.position,
-                                        f"auto_LiRPA cannot bound this head either: {type(e).__name__}: {e}") from None
+            if not _is_auto_lirpa(self.engine):
+                raise
+            r = self.rejected
+            what, where = (r.module_type, r.position) if r is not None else (type(self.h64).__name__, "head")
+            why = (f"auto_LiRPA is not installed: {e}" if isinstance(e, ImportError) else
+                   f"auto_LiRPA cannot bound this head ({'nor can ours' if r else 'engine auditai can'}): "
+                   f"{type(e).__name__}: {e}")
+            raise UnsupportedLayerError(what, where, why) from None
 
 
-def _head_ops(h64: nn.Module, engine: str) -> list | UnsupportedLayerError:
-    """Our layer list of the head; with engine 'auto_lirpa' a head with a layer ours rejects
-    gives the error instead (auto_LiRPA traces the graph itself, never our conversion)."""
+def _is_auto_lirpa(engine: str) -> bool:
+    return str(engine).strip().lower().replace("-", "_") in ("auto_lirpa", "autolirpa")
+
+
+def _head_ops(h64: nn.Module, engine: str, d: int) -> list | UnsupportedLayerError:
+    """Our layer list of the head (inputs of d); with engine 'auto_lirpa' a head with a layer
+    ours rejects gives the error instead (auto_LiRPA traces the graph itself, not our reader)."""
     try:
-        return layer_ops(h64)
+        return layer_ops(h64, in_shape=(d,))
     except UnsupportedLayerError as e:
-        if str(engine).strip().lower().replace("-", "_") in ("auto_lirpa", "autolirpa"):
+        if _is_auto_lirpa(engine):
             return e
         raise
 
@@ -299,9 +307,9 @@ def verify(
     C, d = sp.C, sp.d
     m = sp.m
     complete = m_key == "complete"
-    ops = _head_ops(h64, engine)
+    ops = _head_ops(h64, engine, base.d)
     foreign = isinstance(ops, UnsupportedLayerError)
-    pl = not foreign and is_piecewise_linear(h64)
+    pl = not foreign and is_piecewise_linear(h64, (base.d,))
     if complete and k > 3:
         raise ValueError(f"method 'complete' needs a set of k ≤ 3 directions; this set has k = {k}")
     use_line = complete and k == 1 and pl

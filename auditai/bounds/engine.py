@@ -16,13 +16,17 @@ a result.
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from auditai.errors import UnsupportedLayerError
+
 from auditai.bounds import symbolic
 from auditai.bounds.crown import Relaxations, backward_lower, crown_intermediate
+from auditai.bounds.graph_engine import bound_module_graph, check_graph, lower_to_chain, read_graph
+from auditai.bounds.guard import check_agreement, set_points
 from auditai.bounds.interval import first_mix_radius, ibp_last_layer, ibp_spec
 from auditai.bounds.ops import (
     Activation,
@@ -32,6 +36,7 @@ from auditai.bounds.ops import (
     Shift,
     fold_scale_shift,
     merge_dense,
+    op_sources,
     to_ops,
 )
 
@@ -192,6 +197,38 @@ def _chunk_size(n: int, m: int, widths: Sequence[int], itemsize: int, method: st
     return max(1, min(n, budget // max(1, per_sample)))
 
 
+def guard_conversion(module: nn.Module, ops_float64: Callable[[], list], x0: Tensor, eps: Tensor, p: float,
+                     basis: Optional[Tensor], root_name: str = "head",
+                     sources: Optional[Callable[[str], Optional[nn.Module]]] = None) -> None:
+    """Check, in float64, that the ops compute `module` at the set's centres and points (guard.py).
+
+    Raises ConversionMismatchError naming the first op where they part; runs before any bound.
+    """
+    with torch.no_grad():
+        ops = ops_float64()
+        pts = set_points(x0.detach().double(), eps.detach().double(), p,
+                         None if basis is None else basis.detach().double())
+    check_agreement(module, ops, pts, root_name, sources)
+
+
+def _read(module: nn.Module, in_shape: Tuple[int, ...], dtype, device, root_name: str):
+    """(chain ops, float64 ops builder, op sources) for chain heads, or (None, graph, None)."""
+    try:
+        ops = to_ops(module, in_shape, dtype=dtype, device=device, root_name=root_name)
+    except UnsupportedLayerError as chain_error:
+        try:
+            g = read_graph(module, in_shape, root_name)
+        except UnsupportedLayerError as graph_error:
+            raise graph_error from chain_error
+        lowered = lower_to_chain(g, dtype, device)
+        if lowered is None:
+            return None, g, None
+        return lowered, (lambda: lower_to_chain(g, torch.float64, device)), None
+    rebuild = (lambda: ops) if dtype == torch.float64 else (
+        lambda: to_ops(module, in_shape, dtype=torch.float64, device=device, root_name=root_name))
+    return ops, rebuild, op_sources(module, root_name).get
+
+
 def bound_input(
     module: nn.Module,
     x0: Tensor,
@@ -207,7 +244,17 @@ def bound_input(
     """Bounds of C·module(x0 + B·δ) over ‖δ‖_p ≤ eps (B = identity when basis is None)."""
     method = parse_method(method)
     n = x0.shape[0]
-    ops = to_ops(module, tuple(x0.shape[1:]), dtype=x0.dtype, device=x0.device, root_name=root_name)
+    ops, rebuild, sources = _read(module, tuple(x0.shape[1:]), x0.dtype, x0.device, root_name)
+    if ops is None:  # not a chain: the graph engine
+        graph = rebuild
+        with torch.no_grad():
+            pts = set_points(x0.detach().double(), eps.detach().double(), p,
+                             None if basis is None else basis.detach().double())
+        check_graph(module, graph, pts, root_name)
+        Cg = _check_C(C, n, math.prod(graph.out_shape), x0.dtype, x0.device)
+        budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
+        return bound_module_graph(module, graph, x0, eps, p, basis, None, Cg, method, bound_upper, budget)
+    guard_conversion(module, rebuild, x0, eps, p, basis, root_name, sources)
     out_shape = _out_shape(ops, tuple(x0.shape[1:]))
     out = math.prod(out_shape)
     C = _check_C(C, n, out, x0.dtype, x0.device)

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from auditai.bounds.guard import global_hooks, refuse_hidden_forward
+from auditai.bounds.ops import _LAYER_CLASSES
 from auditai.errors import UnsupportedLayerError
 
 PIECEWISE_LINEAR = ("affine", "relu")
@@ -50,6 +52,7 @@ class LayerOp:
     width: int
     position: str
     slope: float = 0.0
+    depth: int = 1
 
 
 def _linear_op(m: nn.Linear, pos: str) -> LayerOp:
@@ -89,14 +92,49 @@ def _conv_op(m: nn.Conv1d | nn.Conv2d, pos: str) -> LayerOp:
     return LayerOp("affine", lambda x: m._conv_forward(x, W, b), lambda a: m._conv_forward(a, Wa, ba), fan, pos)
 
 
-def layer_ops(head: nn.Module, prefix: str = "head") -> list[LayerOp]:
-    """Flatten `head` into LayerOps; an unsupported module raises UnsupportedLayerError naming it."""
+def _graph_op(head: nn.Module, prefix: str, in_shape) -> list[LayerOp]:
+    """A head that is not a chain, as one LayerOp over its graph IR (kind "graph")."""
+    from auditai.bounds.graph_bounds import fan_in, magnitudes_graph
+    from auditai.bounds.graph_engine import read_graph
+
+    if in_shape is None:
+        first = next((m for m in head.modules() if isinstance(m, nn.Linear)), None)
+        if first is None:
+            raise UnsupportedLayerError(type(head).__name__, prefix, "give the input shape to read this graph")
+        in_shape = (first.in_features,)
+    g = read_graph(head, tuple(in_shape), prefix)
+    g64 = g.to(torch.float64)
+    return [LayerOp("graph", lambda x: g64.forward(x.double()), lambda a: magnitudes_graph(g64, a.double()),
+                    fan_in(g), prefix, depth=len(g.nodes))]
+
+
+def layer_ops(head: nn.Module, prefix: str = "head", in_shape=None) -> list[LayerOp]:
+    """Flatten `head` into LayerOps; a head that is not a chain becomes one "graph" op (its IR);
+    an unsupported module raises UnsupportedLayerError naming it."""
+    if prefix == "head":
+        try:
+            return _chain_ops(head, prefix)
+        except UnsupportedLayerError as chain_error:
+            try:
+                return _graph_op(head, prefix, in_shape)
+            except UnsupportedLayerError as graph_error:
+                raise graph_error from chain_error
+    return _chain_ops(head, prefix)
+
+
+def _chain_ops(head: nn.Module, prefix: str = "head") -> list[LayerOp]:
     ops: list[LayerOp] = []
+    if prefix == "head":
+        hooks = global_hooks()
+        if hooks:
+            raise UnsupportedLayerError(type(head).__name__, prefix, f"a {hooks[0]} is registered for every module")
     if isinstance(head, nn.Sequential):
+        refuse_hidden_forward(head, prefix, nn.Sequential)
         for i, sub in enumerate(head):
-            ops.extend(layer_ops(sub, f"{prefix}[{i}]"))
+            ops.extend(_chain_ops(sub, f"{prefix}[{i}]"))
         return ops
     m, pos = head, prefix
+    refuse_hidden_forward(m, pos, next((c for c in _LAYER_CLASSES if isinstance(m, c)), None))
     ident = lambda x: x  # noqa: E731
     if isinstance(m, nn.Linear):
         ops.append(_linear_op(m, pos))
@@ -127,9 +165,10 @@ def layer_ops(head: nn.Module, prefix: str = "head") -> list[LayerOp]:
     return ops
 
 
-def is_piecewise_linear(head: nn.Module) -> bool:
-    """True when every step of `head` is affine, ReLU or LeakyReLU (ExactLine applies)."""
-    return all(op.kind in ("affine", "relu", "flatten") for op in layer_ops(head))
+def is_piecewise_linear(head: nn.Module, in_shape=None) -> bool:
+    """True when `head` is a chain whose every step is affine, ReLU or LeakyReLU (ExactLine applies;
+    graphs are decided by splitting instead)."""
+    return all(op.kind in ("affine", "relu", "flatten") for op in layer_ops(head, in_shape=in_shape))
 
 
 def gamma(n: int, dtype: torch.dtype) -> float:
@@ -142,7 +181,7 @@ def gamma(n: int, dtype: torch.dtype) -> float:
 def tolerance_factor(ops: list[LayerOp], dtype: torch.dtype) -> float:
     """The factor 2·(L + 2)·γ_{n+3} that multiplies the magnitude |C|·a + |d| (see module doc)."""
     n = max([op.width for op in ops] + [1])
-    return 2.0 * (len(ops) + 2) * gamma(n + 3, dtype)
+    return 2.0 * (sum(op.depth for op in ops) + 2) * gamma(n + 3, dtype)
 
 
 def magnitudes(ops: list[LayerOp], a0: Tensor) -> Tensor:

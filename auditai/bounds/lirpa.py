@@ -14,6 +14,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from auditai.bounds.guard import plain
+
 _METHOD = {"ibp": "IBP", "crown-ibp": "CROWN-IBP", "crown": "CROWN"}
 
 
@@ -38,9 +40,13 @@ class _Folded(nn.Module):
 
     def __init__(self, head: nn.Module, basis: Tensor) -> None:
         super().__init__()
-        first = head[0] if isinstance(head, nn.Sequential) and len(head) else None
+        # fold only where head[1:] ∘ head[0] is the head's own function (a plain chain, no hooks)
+        chain = plain(head, nn.Sequential) and len(head) and not (head._forward_hooks or head._forward_pre_hooks)
+        first = head[0] if chain else None
         W = basis.detach().clone()
-        self.first = first if isinstance(first, nn.Linear) else None
+        foldable = first is not None and plain(first, nn.Linear) and not (
+            first._forward_hooks or first._forward_pre_hooks)
+        self.first = first if foldable else None
         if self.first is not None:
             W = self.first.weight.detach() @ W
             self.rest = head[1:]

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from auditai.bounds.guard import as_float64, global_hooks, refuse_hidden_forward
 from auditai.errors import UnsupportedLayerError
 
 SUPPORTED_MODULES: Tuple[type, ...] = (
@@ -285,12 +286,48 @@ def is_affine(op: Op) -> bool:
 
 
 # ------------------------------------------------------------------------ conversion
-def _walk(module: nn.Module, prefix: str):
+def _walk(module: nn.Module, prefix: str, root_name: str = "head"):
+    """(position, module) of every layer, in call order, through plain Sequential containers.
+
+    A container whose call does more than call its children in order (a hook, a Sequential
+    subclass with its own forward, as a residual block often is) is refused here rather than
+    read as a chain: reading it as one would bound another function (the guard).
+    """
+    where = f"{root_name}{prefix}" if prefix else root_name
     if isinstance(module, nn.Sequential):
+        refuse_hidden_forward(module, where, nn.Sequential)
         for name, child in module.named_children():
-            yield from _walk(child, f"{prefix}[{name}]" if prefix else f"[{name}]")
+            yield from _walk(child, f"{prefix}[{name}]", root_name)
     else:
         yield prefix or "(root)", module
+
+
+_LAYER_CLASSES: Tuple[type, ...] = (
+    nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.Flatten, nn.ReLU,
+    nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Identity, nn.Dropout,
+)
+
+
+def _layer_class(m: nn.Module, where: str) -> Optional[type]:
+    """The supported class `m` computes (a parametrized Linear is a Linear), or None.
+
+    Raises UnsupportedLayerError when `m` is a supported class whose call does something else
+    (hooks, an overridden or instance-level forward).
+    """
+    for cls in _LAYER_CLASSES:
+        if isinstance(m, cls):
+            refuse_hidden_forward(m, where, cls)
+            return cls
+    refuse_hidden_forward(m, where)
+    return None
+
+
+def op_sources(module: nn.Module, root_name: str = "head") -> dict:
+    """Map an op's name (its position, e.g. ``head[2]``) to the submodule it is read from."""
+    out = {}
+    for pos, m in _walk(module, "", root_name):
+        out[f"{root_name}{pos}" if pos != "(root)" else root_name] = m
+    return out
 
 
 def to_ops(
@@ -308,30 +345,39 @@ def to_ops(
     """
     shape = tuple(int(s) for s in input_shape)
     ops: list = []
+    hooks = global_hooks()
+    if hooks:
+        raise UnsupportedLayerError(
+            type(module).__name__, root_name,
+            f"a {' and a '.join(hooks)} is registered for every module, which changes what each "
+            "layer computes; remove it before bounding")
 
     def cast(t: Optional[Tensor]) -> Optional[Tensor]:
         if t is None:
             return None
+        if dtype == torch.float64 and not torch.is_grad_enabled() and (device is None or t.device == device):
+            return as_float64(t)  # the guard's float64 copy, cached per weight version
         return t.to(dtype=dtype or t.dtype, device=device or t.device)
 
-    for pos, m in _walk(module, ""):
+    for pos, m in _walk(module, "", root_name):
         where = f"{root_name}{pos}" if pos != "(root)" else root_name
         tname = type(m).__name__
-        if isinstance(m, (nn.Identity,)):
+        cls = _layer_class(m, where)
+        if cls is nn.Identity:
             continue
-        if isinstance(m, nn.Dropout) and type(m) is nn.Dropout:
+        if cls is nn.Dropout:
             if m.training and m.p > 0:
                 raise UnsupportedLayerError(tname, where, "Dropout in training mode; call .eval()")
             continue
-        if type(m) is nn.Linear:
+        if cls is nn.Linear:
             if shape[-1] != m.in_features or len(shape) != 1:
                 raise UnsupportedLayerError(
                     tname, where, f"expects input ({m.in_features},), gets {shape}; add a Flatten"
                 )
             ops.append(Dense(cast(m.weight), cast(m.bias), name=where))
             shape = (m.out_features,)
-        elif type(m) in (nn.Conv1d, nn.Conv2d):
-            sp = 1 if type(m) is nn.Conv1d else 2
+        elif cls in (nn.Conv1d, nn.Conv2d):
+            sp = 1 if cls is nn.Conv1d else 2
             if m.padding_mode != "zeros":
                 raise UnsupportedLayerError(tname, where, f"padding_mode={m.padding_mode!r}")
             if isinstance(m.padding, str):
@@ -348,7 +394,7 @@ def to_ops(
                      m.groups, shape, out_shape, name=where)
             )
             shape = out_shape
-        elif type(m) in (nn.BatchNorm1d, nn.BatchNorm2d):
+        elif cls in (nn.BatchNorm1d, nn.BatchNorm2d):
             if m.training:
                 raise UnsupportedLayerError(tname, where, "BatchNorm in training mode; call .eval()")
             if m.running_mean is None or m.running_var is None:
@@ -360,7 +406,7 @@ def to_ops(
             b = cast(m.bias) if m.bias is not None else torch.zeros_like(inv)
             scale = w * inv
             ops.append(ScaleShift(scale, b - cast(m.running_mean) * scale, shape, name=where))
-        elif type(m) is nn.Flatten:
+        elif cls is nn.Flatten:
             s, e = m.start_dim, m.end_dim
             full = (1, *shape)
             e = e % len(full)
@@ -370,15 +416,15 @@ def to_ops(
             if new != shape:
                 ops.append(Reshape(shape, new, name=where))
             shape = new
-        elif type(m) is nn.ReLU:
+        elif cls is nn.ReLU:
             ops.append(Activation("relu", shape, name=where))
-        elif type(m) is nn.LeakyReLU:
+        elif cls is nn.LeakyReLU:
             if m.negative_slope < 0 or m.negative_slope > 1:
                 raise UnsupportedLayerError(tname, where, "negative_slope must lie in [0, 1]")
             ops.append(Activation("leaky_relu", shape, slope=float(m.negative_slope), name=where))
-        elif type(m) is nn.Tanh:
+        elif cls is nn.Tanh:
             ops.append(Activation("tanh", shape, name=where))
-        elif type(m) is nn.Sigmoid:
+        elif cls is nn.Sigmoid:
             ops.append(Activation("sigmoid", shape, name=where))
         else:
             raise UnsupportedLayerError(

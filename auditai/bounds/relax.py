@@ -116,3 +116,79 @@ def relax(kind: str, l: Tensor, u: Tensor, slope: float = 0.0) -> Relaxation:
     if kind in ("tanh", "sigmoid"):
         return s_shaped_relaxation(kind, l, u)
     raise ValueError(f"no relaxation for activation {kind!r}")
+
+
+# ------------------------------------------------------------- more activations (graph IR)
+def _const(lo: Tensor, up: Tensor) -> Relaxation:
+    z = torch.zeros_like(lo)
+    return z, lo, z.clone(), up
+
+
+def hardtanh_relaxation(l: Tensor, u: Tensor, lo_v: float, hi_v: float) -> Relaxation:
+    """clamp(x, lo_v, hi_v): exact where no kink lies inside [l, u]; one kink: the ReLU-style
+    relaxation of the convex (lower kink) or concave (upper kink) piece; both: constants."""
+    fl, fu = l.clamp(lo_v, hi_v), u.clamp(lo_v, hi_v)
+    one, zero = torch.ones_like(l), torch.zeros_like(l)
+    width = (u - l).clamp_min(1e-12)
+    chord_d = (fu - fl) / width
+    chord_b = fl - chord_d * l
+    lo_d, lo_b, up_d, up_b = zero.clone(), fl.clone(), zero.clone(), fu.clone()  # both kinks: constants
+    inner = (l >= lo_v) & (u <= hi_v)
+    lower_kink = (l < lo_v) & (u > lo_v) & (u <= hi_v)   # convex piece: chord above, x or const below
+    upper_kink = (l >= lo_v) & (l < hi_v) & (u > hi_v)   # concave piece: chord below, x or const above
+    take_x_lo = (u - lo_v) > (lo_v - l)
+    take_x_up = (hi_v - l) > (u - hi_v)
+    lo_d = torch.where(inner, one, lo_d)
+    lo_b = torch.where(inner, zero, lo_b)
+    up_d = torch.where(inner, one, up_d)
+    up_b = torch.where(inner, zero, up_b)
+    lo_d = torch.where(lower_kink, torch.where(take_x_lo, one, zero), lo_d)
+    lo_b = torch.where(lower_kink, torch.where(take_x_lo, zero, torch.full_like(l, lo_v)), lo_b)
+    up_d = torch.where(lower_kink, chord_d, up_d)
+    up_b = torch.where(lower_kink, chord_b, up_b)
+    lo_d = torch.where(upper_kink, chord_d, lo_d)
+    lo_b = torch.where(upper_kink, chord_b, lo_b)
+    up_d = torch.where(upper_kink, torch.where(take_x_up, one, zero), up_d)
+    up_b = torch.where(upper_kink, torch.where(take_x_up, zero, torch.full_like(l, hi_v)), up_b)
+    return lo_d, lo_b, up_d, up_b
+
+
+def convex_increasing_relaxation(f, df, l: Tensor, u: Tensor) -> Relaxation:
+    """A convex increasing f on [l, u]: the chord above, the tangent at the midpoint below."""
+    fl, fu = f(l), f(u)
+    width = u - l
+    tiny = width <= 1e-7
+    chord_d = torch.where(tiny, torch.zeros_like(l), (fu - fl) / torch.where(tiny, torch.ones_like(l), width))
+    chord_b = torch.where(tiny, fu, fl - chord_d * l)
+    mid = (l + u) / 2
+    tan_d = torch.where(tiny, torch.zeros_like(l), df(mid))
+    tan_b = torch.where(tiny, fl, f(mid) - df(mid) * mid)
+    return tan_d, tan_b, chord_d, chord_b
+
+
+_MINIMA: dict = {}
+
+
+def _argmin_of(name: str, f) -> float:
+    """Where a smooth quasi-convex f (GELU, SiLU) takes its global minimum, by ternary search."""
+    if name not in _MINIMA:
+        a = torch.tensor(-4.0, dtype=torch.float64)
+        b = torch.tensor(0.0, dtype=torch.float64)
+        for _ in range(200):
+            m1, m2 = a + (b - a) / 3, b - (b - a) / 3
+            if f(m1) < f(m2):
+                b = m2
+            else:
+                a = m1
+        _MINIMA[name] = float((a + b) / 2)
+    return _MINIMA[name]
+
+
+def quasi_convex_relaxation(name: str, f, l: Tensor, u: Tensor) -> Relaxation:
+    """Constant bounds for f decreasing then increasing (GELU, SiLU): min at the clamped
+    minimiser (less a margin for where it was found), max at an end point."""
+    x_star = _argmin_of(name, lambda t: f(t.double()))
+    m = f(torch.clamp(torch.full_like(l, x_star), l, u))
+    fl, fu = f(l), f(u)
+    lo = torch.minimum(torch.minimum(fl, fu), m) - 1e-9 * (1 + m.abs())
+    return _const(lo, torch.maximum(fl, fu))

@@ -82,7 +82,7 @@ def branch_and_bound(
     if k > 3:
         raise ValueError(f"branch and bound splits sets of k ≤ 3 directions, got k = {k}")
     dev, dt = z0.device, z0.dtype
-    ops = layer_ops(head)
+    ops = layer_ops(head, in_shape=(z0.shape[1],))
     colsum = basis.abs().sum(dim=1)
     status = torch.zeros(R, dtype=torch.int8, device=dev)
     cex = torch.zeros(R, k, dtype=dt, device=dev)

@@ -19,7 +19,7 @@ from .helpers import METHODS, make_C, make_set, random_conv_head, random_mlp
 
 class Custom(nn.Module):
     def forward(self, x):
-        return x * 2
+        return x * x  # a product of two tensors that depend on the input: no bound rule
 
 
 def _set(d=4, n=3):
@@ -33,15 +33,15 @@ def _bn_train():
 
 UNSUPPORTED = [
     # (head builder, expected type name, expected position)
-    (lambda: nn.Sequential(nn.Linear(4, 5), nn.GELU(), nn.Linear(5, 2)), "GELU", "head[1]"),
+    (lambda: nn.Sequential(nn.Linear(4, 5), nn.LayerNorm(5), nn.Linear(5, 2)), "LayerNorm", "head[1]"),
     (lambda: nn.Sequential(nn.Linear(4, 5), Custom(), nn.Linear(5, 2)), "Custom", "head[1]"),
-    (lambda: nn.Sequential(nn.Linear(4, 6), nn.Unflatten(1, (1, 6)), nn.MaxPool1d(2)), "Unflatten", "head[1]"),
+    (lambda: nn.Sequential(nn.Linear(4, 6), nn.Unflatten(1, (1, 6)), nn.Softmax(dim=-1)), "Softmax", "head[2]"),
     (lambda: nn.Sequential(nn.Linear(4, 5), nn.Sequential(nn.Dropout(0.5).train(), nn.ReLU()), nn.Linear(5, 2)),
      "Dropout", "head[1][0]"),
     (lambda: nn.Sequential(nn.Linear(4, 5), nn.Sequential(nn.ReLU(), _bn_train()), nn.Linear(5, 2)),
      "BatchNorm1d", "head[1][1]"),
-    (lambda: nn.Sequential(nn.Sequential(nn.Linear(4, 5), nn.Sequential(nn.Identity(), nn.Softplus())),
-                           nn.Linear(5, 2)), "Softplus", "head[0][1][1]"),
+    (lambda: nn.Sequential(nn.Sequential(nn.Linear(4, 5), nn.Sequential(nn.Identity(), nn.Softsign())),
+                           nn.Linear(5, 2)), "Softsign", "head[0][1][1]"),
 ]
 
 
@@ -60,11 +60,22 @@ def test_unsupported_layer_names_type_and_position(build, tname, pos, method):
     assert info.value.module_type == tname and info.value.position == pos
 
 
-def test_maxpool_after_flatten_free_conv_is_unsupported():
-    """A MaxPool1d inside a conv head bounded with bound_ball: named with the 'module' root."""
+@pytest.mark.parametrize("method", METHODS)
+def test_maxpool_in_a_conv_head_is_bounded_soundly_by_bound_ball(method):
+    """A MaxPool1d inside a conv chain goes through the graph engine (it was refused before)."""
+    torch.manual_seed(0)
     head = nn.Sequential(nn.Conv1d(2, 3, 3), nn.MaxPool1d(2), nn.Flatten(), nn.Linear(6, 2)).double()
+    x0 = torch.randn(2, 2, 7, dtype=torch.float64)
+    lo, up = bound_ball(head, x0, 0.1, "inf", method=method)
+    pts = x0.unsqueeze(1) + (torch.rand(2, 500, 2, 7, dtype=torch.float64) * 2 - 1) * 0.1
+    out = head(pts.reshape(-1, 2, 7)).reshape(2, 500, 2).detach()
+    assert (out >= lo.unsqueeze(1) - 1e-9).all() and (out <= up.unsqueeze(1) + 1e-9).all()
+
+
+def test_an_unsupported_op_in_a_conv_head_is_named_with_the_module_root():
+    head = nn.Sequential(nn.Conv1d(2, 3, 3), nn.LPPool1d(2, 2), nn.Flatten(), nn.Linear(6, 2)).double()
     x0 = torch.zeros(2, 2, 7, dtype=torch.float64)
-    with pytest.raises(UnsupportedLayerError, match=re.escape("MaxPool1d") + ".*" + re.escape("module[1]")):
+    with pytest.raises(UnsupportedLayerError, match=re.escape("LPPool1d") + ".*" + re.escape("module[1]")):
         bound_ball(head, x0, 0.1, "inf")
 
 

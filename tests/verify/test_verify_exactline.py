@@ -137,6 +137,11 @@ def test_tanh_head_is_not_piecewise_linear():
 
 
 def test_unsupported_layer_is_named():
-    h = nn.Sequential(nn.Linear(4, 4), nn.GELU(), nn.Linear(4, 2)).double()
-    with pytest.raises(UnsupportedLayerError, match=r"GELU at head\[1\]"):
+    h = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2)).double()
+    with pytest.raises(UnsupportedLayerError, match=r"LayerNorm at head\[1\]"):
         is_piecewise_linear(h)
+
+
+def test_a_graph_with_a_smooth_activation_is_not_piecewise_linear():
+    h = nn.Sequential(nn.Linear(4, 4), nn.GELU(), nn.Linear(4, 2)).double()
+    assert not is_piecewise_linear(h)

@@ -60,9 +60,25 @@ def test_auto_lirpa_verifies_a_head_ours_rejects_soundly():
         assert (pred == y[ok][:, None]).all(), f"a 'verified' sample changes class at ε={eps}"
 
 
+class Erf(nn.Module):
+    """torch.erf: neither engine has a bound rule for it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.erf(x)
+
+
 @pytest.mark.auto_lirpa
 @pytest.mark.skipif(not _OK, reason=f"auto_LiRPA is not there: {_WHY}")
-def test_a_layer_neither_engine_bounds_is_an_error_naming_it():
+def test_an_op_neither_engine_bounds_is_an_error_naming_it():
+    head, z, y = _head(Erf())
+    with pytest.raises(UnsupportedLayerError, match=r"Erf at head.*auto_LiRPA cannot bound this head \(nor can ours\)"):
+        verify(head, z, y, POSE, [0.1], engine="auto_lirpa", device="cpu")
+
+
+@pytest.mark.auto_lirpa
+@pytest.mark.skipif(not _OK, reason=f"auto_LiRPA is not there: {_WHY}")
+def test_an_op_only_ours_bounds_is_an_error_with_auto_lirpa():
     head, z, y = _head(nn.ELU())
-    with pytest.raises(UnsupportedLayerError, match="ELU at head.*auto_LiRPA cannot bound this head either"):
+    verify(head, z, y, POSE, [0.1], engine="auditai", device="cpu", radius=False)  # ours bounds ELU
+    with pytest.raises(UnsupportedLayerError, match=r"auto_LiRPA cannot bound this head \(engine auditai can\)"):
         verify(head, z, y, POSE, [0.1], engine="auto_lirpa", device="cpu")

@@ -1,0 +1,417 @@
+"""IBP, CROWN-IBP and CROWN over the graph IR (graph.py), for heads that are not chains.
+
+The input x of the graph is an affine image of an ℓp ball: x = x0 + B·δ (a latent set's basis),
+x = x0 + s⊙δ (a box given per element, `bound_box`) or x = x0 + δ, with ‖δ‖_p ≤ ε per sample.
+- IBP: node by node, intervals; the input map's interval is exact per coordinate (Hölder).
+- CROWN: a backward pass from the spec rows in reverse topological order; where a node has
+  several consumers their coefficients add up; a linear node maps coefficients by its
+  vector-Jacobian product (its bias is the node at 0), linear and conv by hand; a nonlinear
+  node by its relaxation lines (lower line where the coefficient is ≥ 0, upper where < 0).
+  Intermediate bounds at the inputs of nonlinear nodes from IBP (CROWN-IBP) or from CROWN
+  itself intersected with IBP (CROWN). Same definitions as auto_LiRPA's methods.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from auditai.bounds.graph import ACTIVATIONS, NONLINEAR_OPS, Graph, Node, apply, num_elements
+from auditai.bounds.ops import dual_norm
+from auditai.bounds.relax import (
+    convex_increasing_relaxation, hardtanh_relaxation, quasi_convex_relaxation, relax,
+)
+
+Interval = Tuple[Tensor, Tensor]
+
+
+@dataclass
+class InputMap:
+    """x = x0 + B·δ (basis: flat-in × k), x0 + scale⊙δ, or x0 + δ; ‖δ‖_p ≤ eps per sample."""
+
+    x0: Tensor                       # (N, *in)
+    eps: Tensor                      # (N,)
+    p: float
+    basis: Optional[Tensor] = None   # (prod(in), k)
+    scale: Optional[Tensor] = None   # (N, *in) or (*in)
+
+    @property
+    def n(self) -> int:
+        return self.x0.shape[0]
+
+    def interval(self) -> Interval:
+        """Exact per-coordinate interval of x over the ball."""
+        e = self.eps.reshape(-1, *([1] * (self.x0.dim() - 1)))
+        if self.basis is not None:
+            r = (self.eps.unsqueeze(1) * dual_norm(self.basis, self.p).unsqueeze(0)).reshape(self.x0.shape)
+        elif self.scale is not None:
+            r = e * self.scale.abs()
+        else:
+            r = e.expand_as(self.x0)
+        return self.x0 - r, self.x0 + r
+
+    def concretize(self, A: Tensor, bias: Tensor) -> Tensor:
+        """Lower bound of A·x + bias over the set; A (L, m, *in), L ∈ {1, N}; returns (N, m)."""
+        nd = self.x0.dim() - 1
+        Af = A.flatten(2)
+        const = torch.einsum("lmd,nd->nm", Af, self.x0.flatten(1)) if Af.shape[0] == 1 else \
+            torch.einsum("nmd,nd->nm", Af, self.x0.flatten(1))
+        if self.basis is not None:
+            Ad = Af @ self.basis
+        elif self.scale is not None:
+            Ad = Af * self.scale.reshape(-1 if self.scale.dim() > nd else 1, 1, Af.shape[-1])
+        else:
+            Ad = Af
+        return bias + const - self.eps.unsqueeze(1) * dual_norm(Ad, self.p)
+
+
+# ----------------------------------------------------------------------------- IBP
+def _ibp_node(n: Node, ivs: List[Interval]) -> Interval:
+    op, c = n.op, n.consts
+    if op in ("relu", "leaky_relu", "tanh", "sigmoid", "hardtanh", "elu", "softplus", "maxpool"):
+        (l, u), = ivs
+        return apply(n, l), apply(n, u)  # monotone
+    if op in ("gelu", "silu"):
+        (l, u), = ivs
+        lo_d, lo_b, up_d, up_b = _relaxation(n, l, u)
+        return lo_b, up_b
+    if op in ("cat", "slice", "reshape", "permute", "identity"):
+        return apply(n, *[iv[0] for iv in ivs]), apply(n, *[iv[1] for iv in ivs])
+    if op == "add":
+        return ivs[0][0] + ivs[1][0], ivs[0][1] + ivs[1][1]
+    if op == "sub":
+        return ivs[0][0] - ivs[1][1], ivs[0][1] - ivs[1][0]
+    if op == "neg":
+        return -ivs[0][1], -ivs[0][0]
+    (l, u), = ivs
+    mid, rad = (l + u) / 2, (u - l) / 2
+    if op == "linear":
+        return _from_cr(F.linear(mid, c["weight"], c.get("bias")), F.linear(rad, c["weight"].abs()))
+    if op in ("conv", "conv_transpose"):
+        abs_node = Node(n.name, n.op, n.inputs, n.attrs, {"weight": c["weight"].abs()}, n.shape)
+        return _from_cr(apply(n, mid), apply(abs_node, rad))
+    if op in ("scale_shift", "mul_const"):
+        s = c.get("scale", c.get("value"))
+        return _from_cr(apply(n, mid), rad * s.abs() if s is not None else rad)
+    if op == "add_const":
+        return l + c["value"], u + c["value"]
+    if op == "pad":
+        zero = Node(n.name, n.op, n.inputs, {**n.attrs, "value": 0.0}, {}, n.shape)
+        return _from_cr(apply(n, mid), apply(zero, rad))
+    if op in ("avgpool", "upsample", "mean"):  # non-negative coefficients, no bias
+        return apply(n, l), apply(n, u)
+    raise ValueError(f"node {n.name}: no IBP rule for {op!r}")
+
+
+def _from_cr(c: Tensor, r: Tensor) -> Interval:
+    return c - r, c + r
+
+
+def ibp_graph(g: Graph, im: InputMap, tighten=None,
+              ivs: Optional[List[Optional[Interval]]] = None) -> List[Optional[Interval]]:
+    """Intervals of every node, filled into `ivs` (a new list when None); `tighten(j)` may
+    replace the interval of a nonlinear node's input j before that node is evaluated (CROWN's
+    intermediate bounds)."""
+    if ivs is None:
+        ivs = [None] * len(g.nodes)
+    ivs[0] = im.interval()
+    for i in range(1, len(g.nodes)):
+        n = g.nodes[i]
+        if tighten is not None and n.op in NONLINEAR_OPS and n.inputs[0] != 0:
+            ivs[n.inputs[0]] = tighten(n.inputs[0])
+        ivs[i] = _ibp_node(n, [ivs[j] for j in n.inputs])
+    return ivs
+
+
+# ----------------------------------------------------------------------------- relaxations
+def _relaxation(n: Node, l: Tensor, u: Tensor):
+    op, a = n.op, n.attrs
+    if op in ("relu", "tanh", "sigmoid"):
+        return relax(op, l, u)
+    if op == "leaky_relu":
+        return relax("leaky_relu", l, u, a["slope"])
+    if op == "hardtanh":
+        return hardtanh_relaxation(l, u, float(a["min"]), float(a["max"]))
+    if op == "softplus":
+        beta, thr = a.get("beta", 1.0), a.get("threshold", 20.0)
+        f = lambda x: F.softplus(x, beta, thr)  # noqa: E731
+        df = lambda x: torch.where(x * beta > thr, torch.ones_like(x), torch.sigmoid(beta * x))  # noqa: E731
+        return convex_increasing_relaxation(f, df, l, u)
+    if op == "elu":
+        alpha = float(a["alpha"])
+        f = lambda x: F.elu(x, alpha)  # noqa: E731
+        if 0 <= alpha <= 1:  # convex and increasing
+            df = lambda x: torch.where(x > 0, torch.ones_like(x), alpha * torch.exp(x.clamp(max=0)))  # noqa: E731
+            return convex_increasing_relaxation(f, df, l, u)
+        z = torch.zeros_like(l)
+        return z, f(l), z.clone(), f(u)
+    if op in ("gelu", "silu"):
+        f = (lambda x: F.gelu(x, approximate=a.get("approximate", "none"))) if op == "gelu" else F.silu
+        return quasi_convex_relaxation(f"{op}:{a.get('approximate', '')}", f, l, u)
+    raise ValueError(f"node {n.name}: no relaxation for {op!r}")
+
+
+class _Relax:
+    """Relaxation lines of the nonlinear nodes, computed once from their input intervals."""
+
+    def __init__(self, g: Graph, ivs: List[Optional[Interval]]) -> None:
+        self.g, self.ivs, self.cache = g, ivs, {}
+
+    def __getitem__(self, i: int):
+        if i not in self.cache:
+            n = self.g.nodes[i]
+            l, u = self.ivs[n.inputs[0]]
+            self.cache[i] = _maxpool_relaxation(n, l, u) if n.op == "maxpool" else _relaxation(n, l, u)
+        return self.cache[i]
+
+
+def _windows(x: Tensor, a: dict, fill: float) -> Tensor:
+    """(N, C, K, P): the pooling windows of x (N, C, *spatial), padding filled with `fill`."""
+    nd = len(a["kernel"])
+    if nd == 1:
+        x = x.unsqueeze(2)
+    k = (1, a["kernel"][0]) if nd == 1 else tuple(a["kernel"])
+    s = (1, a["stride"][0]) if nd == 1 else tuple(a["stride"])
+    pd = (0, a["padding"][0]) if nd == 1 else tuple(a["padding"])
+    dl = a.get("dilation", 1)
+    dl = (1, dl[0] if isinstance(dl, (list, tuple)) else dl) if nd == 1 else \
+        (tuple(dl) if isinstance(dl, (list, tuple)) else (dl, dl))
+    x = F.pad(x, (pd[1], pd[1], pd[0], pd[0]), value=fill)
+    N, C = x.shape[:2]
+    w = F.unfold(x.reshape(N * C, 1, *x.shape[2:]), k, dilation=dl, stride=s)  # (N·C, K, P)
+    return w.reshape(N, C, w.shape[1], w.shape[2])
+
+
+def _maxpool_relaxation(n: Node, l: Tensor, u: Tensor):
+    """max over a window ≥ x_j* (j* = argmax of the lower bounds); ≤ x_j* when x_j* dominates the
+    window (l_j* ≥ every other u), else ≤ the largest upper bound (a constant)."""
+    a = n.attrs
+    lw, uw = _windows(l, a, -math.inf), _windows(u, a, -math.inf)
+    jstar = lw.argmax(2, keepdim=True)                            # (N, C, 1, P)
+    lmax = lw.gather(2, jstar).squeeze(2)
+    umax = uw.amax(2)
+    others = uw.scatter(2, jstar, -math.inf).amax(2)
+    dominant = lmax >= others
+    spatial = l.shape[2:]
+    pos = torch.arange(math.prod(spatial), dtype=l.dtype, device=l.device).reshape(1, 1, *spatial)
+    pw = _windows(pos, a, -1.0)                                   # (1, 1, K, P) input positions
+    idx = pw.expand(l.shape[0], l.shape[1], -1, -1).gather(2, jstar).squeeze(2).long()
+    return idx.reshape(*l.shape[:2], *n.shape[1:]), dominant.reshape(*l.shape[:2], *n.shape[1:]), \
+        umax.reshape(*l.shape[:2], *n.shape[1:])
+
+
+# ----------------------------------------------------------------------------- CROWN
+def _vjp_linear(n: Node, A: Tensor, in_shapes: List[Tuple[int, ...]]) -> List[Tensor]:
+    """A·J for a linear node (J its Jacobian), A of (L, m, *out) → per input (L, m, *in_j)."""
+    L, m = A.shape[:2]
+    flat = A.reshape(L * m, *A.shape[2:])
+    if n.op == "linear":
+        return [A @ n.consts["weight"]]
+    if n.op == "conv" and n.attrs.get("groups", 1) >= 1:
+        w = n.consts["weight"]
+        nd = len(in_shapes[0]) - 1
+        f = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[nd - 1]
+        a = n.attrs
+        base = f(flat, w, None, a["stride"], a["padding"], 0, a["groups"], a["dilation"])
+        pad = [in_shapes[0][1 + i] - base.shape[2 + i] for i in range(nd)]
+        if any(p_ for p_ in pad):
+            base = f(flat, w, None, a["stride"], a["padding"], tuple(pad), a["groups"], a["dilation"])
+        return [base.reshape(L, m, *in_shapes[0])]
+    if n.op == "add_const":
+        return [A]
+    prim = [torch.zeros(L * m, *s, dtype=A.dtype, device=A.device) for s in in_shapes]
+    nob = Node(n.name, n.op, n.inputs, n.attrs, {k: v for k, v in n.consts.items() if k != "bias" and k != "shift"}, n.shape)
+    if n.op == "pad":
+        nob.attrs = {**n.attrs, "value": 0.0}
+    _, pull = torch.func.vjp(lambda *xs: apply(nob, *xs), *prim)
+    return [g.reshape(L, m, *s) for g, s in zip(pull(flat), in_shapes)]
+
+
+def _bias_linear(n: Node, A: Tensor, in_shapes: List[Tuple[int, ...]]) -> Optional[Tensor]:
+    """Σ A ⊙ node(0): the constant part of an affine node, (L, m) (None when it has none)."""
+    c = n.consts
+    if n.op == "linear":
+        return None if c.get("bias") is None else A @ c["bias"]
+    if n.op in ("conv", "conv_transpose"):
+        if c.get("bias") is None:
+            return None
+        return A.sum(dim=tuple(range(3, A.dim()))) @ c["bias"]
+    if n.op in ("scale_shift", "add_const", "pad") and (c.get("shift") is not None or n.op != "scale_shift"):
+        zeros = [torch.zeros(1, *s, dtype=A.dtype, device=A.device) for s in in_shapes]
+        f0 = apply(n, *zeros)[0]
+        return (A * f0).flatten(2).sum(-1)
+    return None
+
+
+def backward_bound(g: Graph, start: int, A: Tensor, rel: _Relax, im: InputMap) -> Tensor:
+    """Lower bound of A·(value of node `start`) over the set; A (L, m, *shape), L ∈ {1, N}."""
+    shapes = [nd.shape for nd in g.nodes]
+    acc: Dict[int, Tensor] = {start: A}
+    bias = torch.zeros(im.n, A.shape[1], dtype=A.dtype, device=A.device)
+    for i in range(start, 0, -1):
+        Ai = acc.pop(i, None)
+        if Ai is None:
+            continue
+        n = g.nodes[i]
+        ins = [shapes[j] for j in n.inputs]
+        if n.op in ACTIVATIONS:
+            lo_d, lo_b, up_d, up_b = rel[i]
+            pos, neg = Ai.clamp(min=0), Ai.clamp(max=0)
+            bias = bias + (pos * lo_b.unsqueeze(1)).flatten(2).sum(-1) + (neg * up_b.unsqueeze(1)).flatten(2).sum(-1)
+            new = [pos * lo_d.unsqueeze(1) + neg * up_d.unsqueeze(1)]
+        elif n.op == "maxpool":
+            new, b = _maxpool_backward(Ai, rel[i], ins[0])
+            bias = bias + b
+        else:
+            b = _bias_linear(n, Ai, ins)
+            if b is not None:
+                bias = bias + b
+            new = _vjp_linear(n, Ai, ins)
+        for j, Aj in zip(n.inputs, new):
+            acc[j] = acc[j] + Aj if j in acc else Aj
+    A0 = acc.get(0)
+    if A0 is None:  # the output does not depend on the input
+        return bias
+    return im.concretize(A0, bias)
+
+
+def _maxpool_backward(A: Tensor, relaxation, in_shape) -> Tuple[List[Tensor], Tensor]:
+    idx, dominant, umax = relaxation
+    pos, neg = A.clamp(min=0), A.clamp(max=0)
+    N = idx.shape[0]
+    L, m = A.shape[:2]
+    if L != N:
+        pos, neg = pos.expand(N, *pos.shape[1:]), neg.expand(N, *neg.shape[1:])
+    dom = dominant.unsqueeze(1)
+    to_x = pos + torch.where(dom, neg, torch.zeros_like(neg))        # coefficients on x_j*
+    const = torch.where(dom, torch.zeros_like(neg), neg)             # times the constant umax
+    bias = (const * umax.unsqueeze(1)).flatten(2).sum(-1)
+    C = in_shape[0]
+    out = torch.zeros(N, m, C, math.prod(in_shape[1:]), dtype=A.dtype, device=A.device)
+    ix = idx.flatten(2).unsqueeze(1).expand(N, m, C, -1)
+    out.scatter_add_(3, ix, to_x.flatten(3))
+    return [out.reshape(N, m, *in_shape)], bias
+
+
+def _identity_rows(shape, dtype, device) -> Tensor:
+    D = num_elements(shape)
+    eye = torch.eye(D, dtype=dtype, device=device)
+    return torch.cat([eye, -eye]).reshape(1, 2 * D, *shape)
+
+
+def bound_graph(g: Graph, im: InputMap, C: Optional[Tensor], method: str,
+                bound_upper: bool = True) -> Tuple[Tensor, Optional[Tensor]]:
+    """Bounds of C·g(x) over the input map's set (C: (m, out), (N, m, out) or None)."""
+    out_shape = g.out_shape
+    D = num_elements(out_shape)
+    if method == "ibp":
+        ivs = ibp_graph(g, im)
+        l, u = ivs[g.output]
+        l, u = l.flatten(1), u.flatten(1)
+        if C is None:
+            return l, (u if bound_upper else None)
+        c, r = (u + l) / 2, (u - l) / 2
+        if C.dim() == 2:
+            cc, rr = c @ C.T, r @ C.abs().T
+        else:
+            cc, rr = torch.einsum("nmi,ni->nm", C, c), torch.einsum("nmi,ni->nm", C.abs(), r)
+        return cc - rr, (cc + rr if bound_upper else None)
+    ivs: List[Optional[Interval]] = [None] * len(g.nodes)
+    rel = _Relax(g, ivs)
+    tighten = None
+    if method == "crown":
+        def tighten(j: int) -> Interval:
+            """CROWN bounds of node j (its relaxations so far) intersected with its IBP interval."""
+            l_ibp, u_ibp = ivs[j]
+            Dj = num_elements(g.nodes[j].shape)
+            bnd = backward_bound(g, j, _identity_rows(g.nodes[j].shape, l_ibp.dtype, l_ibp.device), rel, im)
+            nl = torch.maximum(l_ibp.flatten(1), bnd[:, :Dj])
+            nu = torch.maximum(torch.minimum(u_ibp.flatten(1), -bnd[:, Dj:]), nl)
+            return nl.reshape(l_ibp.shape), nu.reshape(u_ibp.shape)
+    ibp_graph(g, im, tighten, ivs)
+    if C is None:
+        A = torch.eye(D, dtype=im.x0.dtype, device=im.x0.device).reshape(1, D, *out_shape)
+    else:
+        A = (C if C.dim() == 3 else C.unsqueeze(0)).reshape(C.shape[0] if C.dim() == 3 else 1, C.shape[-2], *out_shape)
+    A = A.to(im.x0.dtype)
+    m = A.shape[1]
+    if bound_upper:
+        A = torch.cat([A, -A], dim=1)
+    lower = backward_bound(g, g.output, A, rel, im)
+    if not bound_upper:
+        return lower, None
+    return lower[:, :m], -lower[:, m:]
+
+
+# ----------------------------------------------------------------------------- rounding
+def magnitudes_graph(g: Graph, a0: Tensor) -> Tensor:
+    """Upper bounds of |value| of the output for inputs with |x| ≤ a0 (a0 ≥ 0, (N, *in)).
+
+    The rounding tolerance of a bound computation scales with these (exactline.py, split.py).
+    """
+    vals: List[Optional[Tensor]] = [None] * len(g.nodes)
+    vals[0] = a0
+    for i in range(1, len(g.nodes)):
+        n = g.nodes[i]
+        c, op = n.consts, n.op
+        xs = [vals[j] for j in n.inputs]
+        a = xs[0]
+        if op in ("relu", "leaky_relu", "tanh", "gelu", "silu", "identity", "neg", "maxpool", "avgpool",
+                  "upsample", "mean", "reshape", "permute", "slice"):
+            out = apply(n, a) if op in ("maxpool", "avgpool", "upsample", "mean", "reshape", "permute", "slice") else a
+        elif op == "hardtanh":
+            out = torch.minimum(a, torch.full_like(a, max(abs(n.attrs["min"]), abs(n.attrs["max"]))))
+            out = torch.maximum(out, torch.full_like(a, min(abs(n.attrs["min"]), abs(n.attrs["max"]))))
+        elif op == "sigmoid":
+            out = torch.ones_like(a)
+        elif op == "elu":
+            out = a * max(1.0, float(n.attrs["alpha"]))
+        elif op == "softplus":
+            out = a + math.log(2.0) / float(n.attrs.get("beta", 1.0))
+        elif op in ("add", "sub"):
+            out = xs[0] + xs[1]
+        elif op == "cat":
+            out = apply(n, *xs)
+        elif op == "linear":
+            out = F.linear(a, c["weight"].abs(), None if c.get("bias") is None else c["bias"].abs())
+        elif op in ("conv", "conv_transpose"):
+            out = apply(Node(n.name, op, n.inputs, n.attrs, {"weight": c["weight"].abs(), **(
+                {"bias": c["bias"].abs()} if c.get("bias") is not None else {})}, n.shape), a)
+        elif op == "scale_shift":
+            out = a * c["scale"].abs() if "scale" in c else a
+            out = out + c["shift"].abs() if "shift" in c else out
+        elif op == "mul_const":
+            out = a * c["value"].abs()
+        elif op == "add_const":
+            out = a + c["value"].abs()
+        elif op == "pad":
+            out = F.pad(a, tuple(n.attrs["pads"]), value=abs(float(n.attrs.get("value", 0.0))))
+        else:
+            raise ValueError(f"node {n.name}: no magnitude rule for {op!r}")
+        vals[i] = out
+    return vals[g.output]
+
+
+def fan_in(g: Graph) -> int:
+    """The largest number of terms a node sums (for the rounding factor γ_n)."""
+    w = 1
+    for n in g.nodes[1:]:
+        if n.op == "linear":
+            w = max(w, n.consts["weight"].shape[1] + 1)
+        elif n.op in ("conv", "conv_transpose"):
+            wt = n.consts["weight"]
+            w = max(w, int(wt[0].numel() * (wt.shape[0] if n.op == "conv_transpose" else 1)) + 1)
+        elif n.op in ("avgpool", "maxpool"):
+            w = max(w, int(math.prod(n.attrs["kernel"])) + 1)
+        elif n.op == "mean":
+            w = max(w, int(math.prod(g.nodes[n.inputs[0]].shape)) + 1)
+        elif n.op == "upsample":
+            w = max(w, 5)
+        else:
+            w = max(w, len(n.inputs) + 1)
+    return w
