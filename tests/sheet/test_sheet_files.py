@@ -1,6 +1,6 @@
 """A spec-sheet argument that is not one (binary, empty, truncated, the wrong JSON) is one line
 naming the file, exit status 2, for `auditai check` and `auditai diff`; and every report is
-written with the mode the umask gives, not the temporary file's 0o600."""
+written with the mode the umask gives (not the temporary file's 0o600), as model files are."""
 
 from __future__ import annotations
 
@@ -60,3 +60,19 @@ def test_reports_follow_the_umask(tmp_path, umask):
     assert stat.S_IMODE((tmp_path / "sheet.json").stat().st_mode) == 0o666 & ~umask
     assert os.umask(old) == old  # the umask itself is left as it was
     assert [p.name for p in tmp_path.iterdir()] == ["sheet.json"]  # no temporary file left
+
+
+def test_model_files_follow_the_umask(tmp_path):
+    import torch
+    from torch import nn
+
+    from auditai.model import AuditModel, load_model, save_model
+
+    model = AuditModel(nn.Sequential(nn.Linear(4, 2)), directions={"pose": torch.tensor([1.0, 0, 0, 0])})
+    old = os.umask(0o002)
+    try:
+        save_model(tmp_path / "m.auditai", model)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "m.auditai").stat().st_mode) == 0o664
+    assert load_model(tmp_path / "m.auditai").latent_dim == 4
