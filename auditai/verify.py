@@ -171,7 +171,7 @@ class _Bounder:
             return bound(self.h64, s, C, method=self.method, bound_upper=False, engine=self.engine)[0]
         except AuditaiError:
             raise
-        except Exception as e:  # noqa: BLE001 - auto_LiRPA's own refusals (NotImplementedError, ...)
+        except Exception as e:  # auto_LiRPA's own refusals (NotImplementedError, ...)
             if not _is_auto_lirpa(self.engine):
                 raise
             r = self.rejected

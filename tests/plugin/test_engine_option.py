@@ -6,6 +6,7 @@ import json
 import pytest
 
 from auditai.bounds.lirpa import auto_lirpa_available  # imports auto_LiRPA once, out here
+
 from .conftest import PASSING_SUITE, needs_verify
 
 _OK, _WHY = auto_lirpa_available()

@@ -269,8 +269,8 @@ def test_plugin_disabled_skips_decorated_tests_with_the_reason(flags):
     result = flags.runpytest("-p", "no:auditai", "-rs")
     result.assert_outcomes(passed=1, skipped=1)  # no YAML items; the decorated test skips itself
     result.stdout.fnmatch_lines([
-        "SKIPPED*auditai unit test 'test_decorated' not verified: the auditai pytest "
-        "plugin is not active (disabled by -p no:auditai*",
+        ("SKIPPED*auditai unit test 'test_decorated' not verified: the auditai pytest "
+         "plugin is not active (disabled by -p no:auditai*"),
     ])
     assert "fixture 'auditai_result' not found" not in result.stdout.str()
     assert not (flags.path / "sheet.json").exists()

@@ -7,6 +7,7 @@ import pytest
 
 from auditai.bounds.lirpa import auto_lirpa_available
 from auditai.cli import main
+
 from .conftest import MODEL_MODULE, PASSING_SUITE, needs_verify
 
 ONE = ("--model", "tinymodel:MODEL", "--data", "tinymodel:DATA", "--device", "cpu")
