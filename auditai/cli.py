@@ -19,6 +19,7 @@ COMMANDS = {
     "diff": "auditai.commands.diff",
     "train": "auditai.commands.train",
     "export-vnnlib": "auditai.commands.export_vnnlib",
+    "merge": "auditai.commands.merge",
 }
 
 

@@ -40,7 +40,9 @@ from auditai.bounds.guard import refuse_hidden_forward
 from auditai.errors import ModelFileError, UnsupportedLayerError
 
 FORMAT_NAME = "auditai-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2          # 2: a head that is not a chain is stored as its graph IR ("head_graph")
+CHAIN_FORMAT_VERSION = 1    # chain heads are still written as version 1, which older auditai reads
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "auditai_model.json"
 TENSORS = "tensors.safetensors"
 # Fixed zip timestamp: the same model saves to the same bytes (deterministic content hash).
@@ -178,6 +180,10 @@ def _probe(module: nn.Module, x: Tensor) -> Tensor:
 
 
 def _infer_latent_dim(head: nn.Module) -> int | None:
+    from auditai.bounds.graph import GraphModule
+
+    if isinstance(head, GraphModule) and len(head.graph.in_shape) == 1:
+        return int(head.graph.in_shape[0])
     for m in head.modules():
         if isinstance(m, nn.Linear):
             return m.in_features
@@ -469,12 +475,23 @@ def _hash_members(members: Mapping[str, bytes]) -> str:
 def _model_members(model: AuditModel, example_input: Tensor | None, with_programs: bool) -> dict[str, bytes]:
     import safetensors.torch as st
 
-    layers, tensors = describe_head(model.head)
+    graph = None
+    try:
+        layers, tensors = describe_head(model.head)
+    except UnsupportedLayerError as chain_error:
+        from auditai.graph_io import graph_to_data, read_head_graph
+
+        try:
+            g = read_head_graph(model.head, model.latent_dim)
+        except UnsupportedLayerError as graph_error:
+            raise graph_error from chain_error
+        graph, tensors = graph_to_data(g)
+        layers = None
     for name, v in model.directions.items():
         tensors[f"direction/{name}"] = v.detach().cpu().clone().contiguous()
     manifest = {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": FORMAT_VERSION if graph is not None else CHAIN_FORMAT_VERSION,
         "head": layers,
         "latent_dim": model.latent_dim,
         "num_outputs": model.num_outputs,
@@ -488,6 +505,8 @@ def _model_members(model: AuditModel, example_input: Tensor | None, with_program
         "decoder": model.decoder is not None,
         "torch": torch.__version__.split("+")[0],
     }
+    if graph is not None:
+        manifest["head_graph"] = graph
     members = {
         MANIFEST: json.dumps(manifest, sort_keys=True, indent=1).encode(),
         TENSORS: st.save(tensors),
@@ -556,9 +575,10 @@ def _read_auditai_zip(zf: zipfile.ZipFile, where: str) -> AuditModel:
     if not isinstance(man, dict) or man.get("format") != FORMAT_NAME:
         raise ModelFileError(f"{where}: not an auditai model file (format {man.get('format') if isinstance(man, dict) else None!r})")
     ver = man.get("version")
-    if ver != FORMAT_VERSION:
+    if ver not in READABLE_VERSIONS:
         raise ModelFileError(
-            f"{where}: auditai model format version {ver!r}, this auditai reads version {FORMAT_VERSION}"
+            f"{where}: auditai model format version {ver!r}, this auditai reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
             + (" (a newer auditai wrote it: upgrade auditai)" if isinstance(ver, int) and ver > FORMAT_VERSION else "")
         )
     try:
@@ -567,7 +587,12 @@ def _read_auditai_zip(zf: zipfile.ZipFile, where: str) -> AuditModel:
         raise ModelFileError(f"{where}: member {TENSORS} is missing") from None
     except Exception as e:  # noqa: BLE001
         raise ModelFileError(f"{where}: {TENSORS} is corrupt: {e}") from None
-    head = build_head(man.get("head"), tensors, where)
+    if man.get("head_graph") is not None:
+        from auditai.graph_io import graph_from_data
+
+        head = graph_from_data(man["head_graph"], tensors, where)
+    else:
+        head = build_head(man.get("head"), tensors, where)
     parts = {}
     for part in ("encoder", "decoder"):
         if man.get(part):

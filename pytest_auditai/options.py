@@ -22,6 +22,7 @@ ENGINE = "--auditai-engine"
 REPORT = "--auditai-report"
 BASELINE = "--auditai-baseline"
 TRUST_PICKLE = "--auditai-trust-pickle"
+RESULTS = "--auditai-results"
 
 INI_SUITE_PATTERN = "auditai_suite_pattern"
 INI_BASELINE_TOLERANCE = "auditai_baseline_tolerance"
@@ -121,6 +122,10 @@ _OPTIONS: list[tuple[str, str, Any, str, dict]] = [
     (BASELINE, "string", None,
      "a previous JSON report: a unit test whose verified error grew by more than "
      f"{INI_BASELINE_TOLERANCE} (default {DEFAULT_BASELINE_TOLERANCE}) fails", {"metavar": "PATH"}),
+    (RESULTS, "string", None,
+     "the run folder of a sharded `auditai verify --out DIR` (e.g. on a cluster): its merged "
+     "results become test items, gated and reported as usual, without verifying again",
+     {"metavar": "DIR"}),
     (TRUST_PICKLE, "bool", False,
      "allow loading pickled model files (runs code from the file: only for files you trust)",
      {"action": "store_true"}),

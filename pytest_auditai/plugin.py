@@ -48,11 +48,19 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"auditai: {e}") from None
     session = AuditaiSession(config)
     config.stash[SESSION] = session
+    if opt.get_option(config, opt.RESULTS):
+        from pytest_auditai.results import configure_results
+
+        configure_results(config)
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(session), "auditai_xdist")
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.suffix.lower() == ".json":
+        from pytest_auditai.results import collect_results_file
+
+        return collect_results_file(file_path, parent)
     if file_path.suffix.lower() not in (".yaml", ".yml"):
         return None
     patterns = parent.config.getini(opt.INI_SUITE_PATTERN) or [opt.DEFAULT_SUITE_PATTERN]

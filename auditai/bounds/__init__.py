@@ -21,7 +21,7 @@ from auditai.bounds.ops import SUPPORTED_MODULES, forward_ops, to_ops
 
 ENGINES = ("auditai", "auto_lirpa")
 
-__all__ = ["bound", "bound_ball", "METHODS", "ENGINES", "SUPPORTED_MODULES", "to_ops", "forward_ops"]
+__all__ = ["bound", "bound_ball", "bound_box", "METHODS", "ENGINES", "SUPPORTED_MODULES", "to_ops", "forward_ops"]
 
 
 def _parse_engine(engine: str) -> str:
@@ -89,3 +89,49 @@ def bound_ball(
         raise ValueError("eps must be >= 0 and not NaN")
     return bound_input(module, x0, eps_t.contiguous(), p, None, C, parse_method(method), bound_upper,
                        memory_budget, root_name="module")
+
+
+def bound_box(
+    module: nn.Module,
+    lower: Tensor,
+    upper: Tensor,
+    C: Optional[Tensor] = None,
+    method: str = "crown-ibp",
+    bound_upper: bool = True,
+    memory_budget: Optional[int] = None,
+) -> Tuple[Tensor, Optional[Tensor]]:
+    """Bounds of C·module(x) over the axis-aligned box lower ≤ x ≤ upper, given per element.
+
+    lower, upper: (N, *shape) of any per-sample shape (images included). The box is the image
+    of the unit ℓ∞ ball under x = c + r⊙δ (c the centre, r the half-widths), bounded through
+    the module's graph IR (any graph the reader takes; DESIGN.md "Bound engine").
+    """
+    from auditai.bounds.engine import DEFAULT_MEMORY_BUDGET, _check_C
+    from auditai.bounds.graph_bounds import num_elements
+    from auditai.bounds.graph_engine import bound_module_graph, check_graph, read_graph
+    from auditai.bounds.guard import MAX_CHECKED_SAMPLES, set_points
+
+    lower = torch.as_tensor(lower)
+    upper = torch.as_tensor(upper, dtype=lower.dtype, device=lower.device)
+    if lower.shape != upper.shape or lower.dim() < 2:
+        raise ValueError(f"lower and upper must have the same shape (N, ...), got {tuple(lower.shape)} "
+                         f"and {tuple(upper.shape)}")
+    if not (torch.isfinite(lower).all() and torch.isfinite(upper).all()):
+        raise ValueError("lower and upper must be finite")
+    if (upper < lower).any():
+        bad = int((upper < lower).flatten(1).any(1).nonzero()[0])
+        raise ValueError(f"upper < lower somewhere in sample {bad}: an empty box")
+    method = parse_method(method)
+    centre, radius = (upper + lower) / 2, (upper - lower) / 2
+    n = lower.shape[0]
+    g = read_graph(module, tuple(lower.shape[1:]), "module")
+    ones = torch.ones(n, dtype=lower.dtype, device=lower.device)
+    with torch.no_grad():
+        c64, r64 = centre.detach().double(), radius.detach().double()
+        unit = set_points(c64, ones.double(), math.inf, None)  # centres and unit-box vertices
+        owner = torch.arange(min(n, MAX_CHECKED_SAMPLES)).repeat_interleave(unit.shape[0] // min(n, MAX_CHECKED_SAMPLES))
+        pts = c64[owner] + (unit - c64[owner]) * r64[owner]  # the vertices of each sample's own box
+    check_graph(module, g, pts, "module")
+    Cg = _check_C(C, n, num_elements(g.out_shape), lower.dtype, lower.device)
+    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
+    return bound_module_graph(module, g, centre, ones, math.inf, None, radius, Cg, method, bound_upper, budget)

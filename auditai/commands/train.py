@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 
 HELP = "certified training of the head on latent sets (CROWN-IBP through the latent space)"
 
@@ -43,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", default=None, help="checkpoint file written after each epoch")
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
+    parser.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
+                        help="under torchrun: also checkpoint every STEPS optimizer steps (default: epochs only)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bar")
     parser.add_argument("--trust-pickle", action="store_true", help="allow a torch.save pickle model (can run code)")
 
@@ -89,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from auditai.data import load_data
+    from auditai.distributed.group import under_torchrun
     from auditai.errors import AuditaiError
     from auditai.model import AuditModel, load_model, save_model
     from auditai.train import fit, verified_error
@@ -107,16 +111,24 @@ def run(args: argparse.Namespace) -> int:
         head = copy.deepcopy(model.head)
         if args.reinit:
             _reinit(head, args.seed)
-        before = {n: verified_error(model.head, val.z, val.y, k, args.eps, args.method) for n, k in sets.items()}
-        result = fit(head, data.z, data.y, sets, args.eps, args.epochs, method=args.method, lr=args.lr,
+        before = {n: verified_error(model.head, val.z, val.y, k, args.eps, args.method)
+                  for n, k in sets.items()} if int(os.environ.get("RANK", "0")) == 0 else {}
+        trainer, extra = fit, {}
+        if under_torchrun():  # DDP over the ranks; restarts resume from the checkpoint
+            from auditai.distributed.train import fit_ddp as trainer
+
+            extra = {"checkpoint_every": args.checkpoint_every}
+        result = trainer(head, data.z, data.y, sets, args.eps, args.epochs, method=args.method, lr=args.lr,
                      batch_size=args.batch_size, warmup=warmup, ramp=args.ramp, schedule=args.schedule,
                      kappa_end=args.kappa_end, seed=args.seed, eval_data=(val.z, val.y),
                      eval_limit=None, checkpoint=args.checkpoint, resume=args.resume,
-                     progress=not args.quiet, log=log)
+                     progress=not args.quiet, log=log, **extra)
     except (ValueError, TypeError) as e:
         if isinstance(e, AuditaiError):
             raise
         raise AuditaiError(str(e)) from None
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # rank 0 saves the model
     head.eval()
     after = result.final.get("verified_error", {})
     meta = dict(model.metadata)

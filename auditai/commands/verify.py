@@ -26,6 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", action="append", default=[], metavar="PATH",
                         help="write the spec-sheet to PATH (.json/.md/.html; repeatable)")
     parser.add_argument("--trust-pickle", action="store_true", help="allow pickled model files")
+    shard = parser.add_argument_group("sharded, resumable runs (torchrun or one process)")
+    shard.add_argument("--out", metavar="DIR", default=None,
+                       help="run folder: chunks, manifest, results.json and sheet.json; rerunning resumes "
+                            "(needed under torchrun)")
+    shard.add_argument("--chunk-size", type=int, default=None, metavar="C",
+                       help="samples per chunk, independent of the number of ranks (default: the run "
+                            "folder's, else 256)")
+    shard.add_argument("--dist-timeout", type=float, default=1800.0, metavar="S",
+                       help="seconds a rank waits at a barrier (default 1800)")
     one = parser.add_argument_group("one unit test (instead of a suite)")
     one.add_argument("--name", default="unit_test")
     one.add_argument("--direction")
@@ -65,6 +74,12 @@ def _single_test(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from auditai.distributed.group import under_torchrun
+
+    if getattr(args, "out", None) or under_torchrun():
+        from auditai.distributed.run import run_sharded
+
+        return run_sharded(args)
     from tabulate import tabulate
 
     from auditai.data import load_data
