@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import inspect
 import math
 import os
@@ -46,6 +47,8 @@ DEFAULT_METHOD = "crown-ibp"
 
 #: attribute the `unit_test` decorator sets on a function (the plugin reads it)
 TAG = "__auditai_unit_test__"
+#: the keyword the plugin passes the VerificationResult by (not in the wrapper's signature)
+RESULT_ARG = "auditai_result"
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -64,7 +67,8 @@ class UnitTest:
     """One semantic unit test: a latent set, radii ε, a specification and a gate.
 
     `set` is `{"direction": name}`, `{"dims": [i, ...] or name}` or `{"basis": name}`.
-    `eps` are gated (the threshold is checked at each), `report_eps` only measured.
+    `eps` are gated (the threshold is checked at each), `report_eps` only measured; without
+    a threshold the unit test is report-only (`has_gate` False): measured, never failed.
     `spec`/`method` may be None in a decorator's test until the plugin fills the session
     default (`with_defaults`). `path`/`line` locate the definition for error messages.
     """
@@ -87,6 +91,11 @@ class UnitTest:
     def all_eps(self) -> tuple[float, ...]:
         """Sorted union of the gated and the report-only ε (one verification covers all)."""
         return tuple(sorted(set(self.eps) | set(self.report_eps)))
+
+    @property
+    def has_gate(self) -> bool:
+        """False for a report-only unit test (no max_verified_error / min_verified_accuracy)."""
+        return self.max_verified_error is not None or self.min_verified_accuracy is not None
 
     @property
     def threshold_error(self) -> float:
@@ -269,12 +278,11 @@ def make_unit_test(
     eps = _eps_tuple(fields["eps"], err_for("eps"), allow_empty=False)
     report = _eps_tuple(fields.get("report_eps", ()) or (), err_for("report_eps"), allow_empty=True)
     thresholds = [k for k in THRESHOLD_KEYS if fields.get(k) is not None]
-    if len(thresholds) != 1:
-        msg = ("needs a gate: `max_verified_error: 0.2` or `min_verified_accuracy: 0.8`"
-               if not thresholds else "give either max_verified_error or min_verified_accuracy, not both")
-        raise err_for(thresholds[1] if thresholds else None)(msg)
-    tkey = thresholds[0]
-    tval = _check_number(fields[tkey], err_for(tkey), lo=0.0, hi=1.0, what="a fraction in [0, 1]")
+    if len(thresholds) > 1:
+        raise err_for(thresholds[1])("give either max_verified_error or min_verified_accuracy, not both")
+    tkey = thresholds[0] if thresholds else None  # no gate: a report-only unit test (measured)
+    tval = None if tkey is None else _check_number(fields[tkey], err_for(tkey), lo=0.0, hi=1.0,
+                                                   what="a fraction in [0, 1]")
     spec = fields.get("spec")
     if spec is not None and spec not in SPECS:
         raise err_for("spec")(f"unknown spec {spec!r}; expected one of {_one_of(SPECS)}" + did_you_mean(spec, SPECS))
@@ -478,7 +486,8 @@ def unit_test(
     """Declare a test function as a semantic unit test (the YAML fields as keywords).
 
     The pytest plugin runs the verification, fails the test when the gate fails, and otherwise
-    calls the function with the result as the `auditai_result` fixture. Only tags the function:
+    calls the function with the result as the `auditai_result` fixture. Without a threshold the
+    unit test is report-only (measured for the spec-sheet, never failed). Only tags the function:
     equivalent to `@pytest.mark.auditai(...)` with the same keywords. Mistakes raise
     SuiteError at decoration time, naming the function's file and line.
 
@@ -495,10 +504,44 @@ def unit_test(
     unit_test_from_kwargs({"name": "unit_test", **kwargs})  # mistakes fail here, at decoration
 
     def tag(fn: Callable) -> Callable:
-        setattr(fn, TAG, unit_test_from_kwargs(kwargs, fn))
-        return fn
+        wrapper = _plugin_call(fn)
+        setattr(wrapper, TAG, unit_test_from_kwargs(kwargs, fn))
+        return wrapper
 
     return tag
+
+
+def _plugin_call(fn: Callable) -> Callable:
+    """`fn` without `auditai_result` in its signature: the plugin passes the result by keyword
+    (so pytest never looks for a fixture of that name), and a test run without the plugin
+    (`-p no:auditai`) is skipped with the reason instead of erroring on a missing fixture.
+
+    The skip is `unittest.SkipTest`, which pytest reports as a skip: no pytest import here.
+    """
+    sig = inspect.signature(fn)
+    wants = RESULT_ARG in sig.parameters
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kw: Any) -> Any:
+        if RESULT_ARG in kw:  # the plugin's call
+            if not wants:
+                kw.pop(RESULT_ARG)
+            return fn(*args, **kw)
+        given = wants and RESULT_ARG in sig.bind_partial(*args, **kw).arguments
+        if not given and os.environ.get("PYTEST_CURRENT_TEST"):
+            import unittest
+
+            ut = getattr(wrapper, TAG, None)
+            raise unittest.SkipTest(
+                f"auditai unit test '{getattr(ut, 'name', fn.__name__)}' not verified: the auditai "
+                "pytest plugin is not active (disabled by -p no:auditai, or not installed)"
+            )
+        return fn(*args, **kw)  # a direct call, outside a pytest test
+
+    if wants:
+        wrapper.__signature__ = sig.replace(  # type: ignore[attr-defined]
+            parameters=[p for n, p in sig.parameters.items() if n != RESULT_ARG])
+    return wrapper
 
 
 def unit_test_fields(**kwargs: Any) -> dict[str, Any]:

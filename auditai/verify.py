@@ -35,11 +35,15 @@ from auditai.attack import check_points, head64, pgd
 from auditai.bounds import bound
 from auditai.bounds.exactline import exact_line, is_piecewise_linear, layer_ops
 from auditai.bounds.split import bound_tolerance, branch_and_bound
+from auditai.errors import AuditaiError, UnsupportedLayerError
 from auditai.latent import LatentSet, norm_name
 from auditai.spec import make_spec
 
 VERIFY_METHODS = ("ibp", "crown-ibp", "crown", "complete")
 _BYTES_PER_UNIT = 8 * 6  # float64 coefficient tensors, a few live at once
+# Rounding margin of auto_LiRPA's float64 bounds for a head outside our layers (no per-layer
+# magnitudes to derive one from): 2^-20 relative, about 10^10 times float64's unit roundoff.
+_FOREIGN_REL_TOL = 2.0 ** -20
 
 
 @dataclass
@@ -138,9 +142,11 @@ def _chunk_rows(chunk_size: int | None, memory_budget: int | None, m: int, width
 class _Bounder:
     """Certified lower margins (rows × m, minus tolerance) for rows of (z0, ε), chunked."""
 
-    def __init__(self, h64, basis, p, method, engine, chunk):
+    def __init__(self, h64, basis, p, method, engine, chunk, ops):
         self.h64, self.basis, self.p, self.method, self.engine, self.chunk = h64, basis, p, method, engine, chunk
-        self.ops = layer_ops(h64, in_shape=(basis.shape[0],))
+        # an UnsupportedLayerError instead of a list: a head only auto_LiRPA bounds (_head_ops)
+        self.ops = None if isinstance(ops, UnsupportedLayerError) else ops
+        self.rejected = ops if self.ops is None else None
         self.colsum = basis.abs().sum(dim=1)
 
     @torch.no_grad()
@@ -150,10 +156,45 @@ class _Bounder:
         for i in range(0, z.shape[0], self.chunk):
             sl = slice(i, i + self.chunk)
             s = LatentSet(z[sl], self.basis, eps[sl].contiguous(), self.p)
-            lo, _ = bound(self.h64, s, C[sl], method=self.method, bound_upper=False, engine=self.engine)
-            tol = bound_tolerance(self.ops, z[sl].abs() + eps[sl, None] * self.colsum, C[sl], d[sl], z.dtype)
+            lo = self._lower(s, C[sl])
+            if self.ops is not None:
+                tol = bound_tolerance(self.ops, z[sl].abs() + eps[sl, None] * self.colsum, C[sl], d[sl], z.dtype)
+            else:  # no layers to derive the rounding from: relative to the bound, outputs and d
+                mag = torch.einsum("no,nmo->nm", self.h64(z[sl]).abs(), C[sl].abs()) + d[sl].abs() + lo.abs()
+                tol = _FOREIGN_REL_TOL * (1.0 + mag.amax(dim=1))
             outs.append((lo.detach() + d[sl]).min(dim=1).values - tol)
         return torch.cat(outs) if outs else z.new_zeros(0)
+
+    def _lower(self, s: LatentSet, C: Tensor) -> Tensor:
+        """The engine's lower bound; auto_LiRPA's refusals become an error naming the head."""
+        try:
+            return bound(self.h64, s, C, method=self.method, bound_upper=False, engine=self.engine)[0]
+        except AuditaiError:
+            raise
+        except Exception as e:  # auto_LiRPA's own refusals (NotImplementedError, ...)
+            if not _is_auto_lirpa(self.engine):
+                raise
+            r = self.rejected
+            what, where = (r.module_type, r.position) if r is not None else (type(self.h64).__name__, "head")
+            why = (f"auto_LiRPA is not installed: {e}" if isinstance(e, ImportError) else
+                   f"auto_LiRPA cannot bound this head ({'nor can ours' if r else 'engine auditai can'}): "
+                   f"{type(e).__name__}: {e}")
+            raise UnsupportedLayerError(what, where, why) from None
+
+
+def _is_auto_lirpa(engine: str) -> bool:
+    return str(engine).strip().lower().replace("-", "_") in ("auto_lirpa", "autolirpa")
+
+
+def _head_ops(h64: nn.Module, engine: str, d: int) -> list | UnsupportedLayerError:
+    """Our layer list of the head (inputs of d); with engine 'auto_lirpa' a head with a layer
+    ours rejects gives the error instead (auto_LiRPA traces the graph itself, not our reader)."""
+    try:
+        return layer_ops(h64, in_shape=(d,))
+    except UnsupportedLayerError as e:
+        if _is_auto_lirpa(engine):
+            return e
+        raise
 
 
 def _spread_counterexamples(V: Tensor, cex_delta: Tensor, eps_t: Tensor, p: float) -> None:
@@ -266,7 +307,9 @@ def verify(
     C, d = sp.C, sp.d
     m = sp.m
     complete = m_key == "complete"
-    pl = is_piecewise_linear(h64, (base.d,))
+    ops = _head_ops(h64, engine, base.d)
+    foreign = isinstance(ops, UnsupportedLayerError)
+    pl = not foreign and is_piecewise_linear(h64, (base.d,))
     if complete and k > 3:
         raise ValueError(f"method 'complete' needs a set of k ≤ 3 directions; this set has k = {k}")
     use_line = complete and k == 1 and pl
@@ -276,9 +319,10 @@ def verify(
     max_radius = float(max_radius)
     if not (math.isfinite(max_radius) and max_radius >= 0):
         raise ValueError(f"max_radius must be finite and >= 0, got {max_radius}")
-    width = max([op.width for op in layer_ops(h64, in_shape=(base.d,))] + [C.shape[2]])
+    widths = [max(t.shape) for t in h64.parameters() if t.dim()] if foreign else [op.width for op in ops]
+    width = max(widths + [C.shape[2]])
     chunk = _chunk_rows(chunk_size, memory_budget, m, width)
-    bnd = _Bounder(h64, B, p, bmethod, engine, chunk)
+    bnd = _Bounder(h64, B, p, bmethod, engine, chunk, ops)
     z = base.z0
     gen = torch.Generator().manual_seed(seed)
 

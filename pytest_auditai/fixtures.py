@@ -55,10 +55,8 @@ def auditai_verify(request: pytest.FixtureRequest) -> Callable[..., Any]:
 
     def run(name: str | None = None, **fields: Any) -> Any:
         fields = unit_test_fields(name=name or f"{node.name}", **fields)
-        gated = "max_verified_error" in fields or "min_verified_accuracy" in fields
-        if not gated:
-            fields["max_verified_error"] = 1.0
         ut = unit_test_from_kwargs(fields, getattr(node, "obj", None))
+        gated = ut.has_gate  # without a threshold: report-only, in the sheet, never failed
         key = f"{node.nodeid}::{ut.name}"
         result = session.verify(key, node.module.__name__ if hasattr(node, "module") else "",
                                  ut)

@@ -47,7 +47,11 @@ class YamlSuiteFile(pytest.File):
             ut.set_kind(model)  # names checked now: a wrong name is a collection error
         for ut in suite.unit_tests:
             for eps in ut.eps:
-                yield AuditaiItem.from_parent(self, name=f"{ut.name}[eps={float(eps)}]",
+                name = f"{ut.name}[eps={float(eps)}]"
+                # The node id given as text, as pytest parses the ids it stores (--lf, --ff,
+                # --sw): a generic child id would keep "[eps=...]" in the name, not as params,
+                # and never equal the stored id of the failed item.
+                yield AuditaiItem.from_parent(self, name=name, nodeid=f"{self.nodeid}::{name}",
                                               unit_test=ut, eps=float(eps))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo, style=None):  # type: ignore[override]

@@ -26,6 +26,7 @@ from pytest_auditai.fixtures import (  # noqa: F401  (fixtures are found on the 
 from pytest_auditai.session import SESSION, UNIT_TEST, WORKER_KEY, AuditaiFailure, AuditaiSession
 
 TAG = "__auditai_unit_test__"  # = auditai.suite.TAG (not imported: keeps this module light)
+RESULT_ARG = "auditai_result"  # = auditai.suite.RESULT_ARG
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -114,8 +115,10 @@ def verify_item(item: pytest.Item) -> Any:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> None:
-    """Gate a unit-test function before it runs: a failed gate fails it, unrun."""
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Gate a unit-test function before it runs: a failed gate fails it, unrun. A function of
+    `@auditai.unit_test` is then called here with the result as `auditai_result=` (its
+    signature does not ask for that fixture, so that it skips itself without the plugin)."""
     ut = pyfuncitem.stash.get(UNIT_TEST, None)
     if ut is None:
         return None
@@ -129,7 +132,14 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> None:
             failures.append(str(e))
     if failures:
         pytest.fail("\n".join(failures), pytrace=False)
-    return None
+    fn = pyfuncitem.obj
+    if getattr(fn, TAG, None) is None:
+        return None  # `@pytest.mark.auditai`: pytest calls it, with the auditai_result fixture
+    import inspect
+
+    names = inspect.signature(fn).parameters
+    fn(**{n: v for n, v in pyfuncitem.funcargs.items() if n in names}, **{RESULT_ARG: result})
+    return True
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

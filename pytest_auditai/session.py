@@ -83,7 +83,7 @@ def rows_for(ut: Any, result: Any) -> list[dict]:
             med = None
     rows = []
     for i, e in enumerate(result.eps):
-        gated = any(math.isclose(e, g, rel_tol=1e-9, abs_tol=1e-12) for g in ut.eps)
+        gated = ut.has_gate and any(math.isclose(e, g, rel_tol=1e-9, abs_tol=1e-12) for g in ut.eps)
         ve = float(result.verified_error[i])
         rows.append({
             "unit_test": ut.name, "set": ut.set_text, "eps": float(e), "gated": gated,
@@ -167,6 +167,13 @@ class AuditaiSession:
         p = Path(value)
         return str(p if p.is_absolute() else base / p)
 
+    def engine(self, suite_engine: str | None = None) -> str:
+        """The bound engine: --auditai-engine on the command line, else the suite's `engine:`,
+        else the ini value (default 'auditai'). The flag's own default is None, so an
+        explicitly given flag is told apart from the ini default."""
+        cli = self.config.getoption(opt.ini_name(opt.ENGINE), default=None)
+        return cli or suite_engine or self.option(opt.ENGINE) or "auditai"
+
     @property
     def device(self) -> str:
         """'auto' resolved: 'cuda' when available, else 'cpu'; an unavailable CUDA is an error."""
@@ -213,7 +220,8 @@ class AuditaiSession:
         from auditai.errors import DataError
 
         device = self.device
-        if getattr(model, "encoder", None) is None or self.config.cache is None:
+        # no cache with `-p no:cacheprovider`: encode every run
+        if getattr(model, "encoder", None) is None or getattr(self.config, "cache", None) is None:
             return load_data(source, model, device=device)
         try:  # read without encoding: the arrays' hash keys the cache
             raw = load_data(source)
@@ -254,7 +262,7 @@ class AuditaiSession:
         kind = ut.set_kind(model)
         result = verify(
             model.head, data.z, data.y, kind, list(ut.all_eps), spec=ut.spec, method=ut.method,
-            device=self.device, engine=self.option(opt.ENGINE) or engine or "auditai",
+            device=self.device, engine=self.engine(engine),
         )
         self._results[key] = result
         self.entries[key] = Entry(
@@ -336,7 +344,10 @@ class AuditaiSession:
 
     @property
     def option_engine(self) -> str:
-        return self.option(opt.ENGINE) or "auditai"
+        """The engine(s) the run's unit tests used (the default engine when none ran)."""
+        engines = sorted({str(e.result.get("engine")) for e in self.entries.values()
+                          if e.result.get("engine")})
+        return ", ".join(engines) or self.engine()
 
     def loaded_model(self) -> Any:
         """A model already loaded in this process (for the HTML's decoded strips), or None."""

@@ -1,7 +1,8 @@
 """`auditai verify`: run a YAML suite, or one unit test given by options, without pytest.
 
 Prints one row per unit test and ε and exits 1 when a gate fails (2 on a usage or input error,
-via `auditai.cli`). `--report` writes the spec-sheet (.json/.md/.html) like the plugin does.
+via `auditai.cli`). A unit test without a threshold is only measured (report-only). `--report`
+writes the spec-sheet (.json/.md/.html) like the plugin does.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="data file, image folder or package.module:attribute (overrides the suite's)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--method", help="default method: ibp, crown-ibp, crown or complete")
-    parser.add_argument("--engine", default=None, help="auditai (default) or auto_lirpa")
+    parser.add_argument("--engine", default=None, choices=("auditai", "auto_lirpa"),
+                        help="auditai (default) or auto_lirpa (for heads with layers ours rejects); "
+                             "overrides the suite's `engine:`")
     parser.add_argument("--report", action="append", default=[], metavar="PATH",
                         help="write the spec-sheet to PATH (.json/.md/.html; repeatable)")
     parser.add_argument("--trust-pickle", action="store_true", help="allow pickled model files")
@@ -84,26 +87,31 @@ def run(args: argparse.Namespace) -> int:
     from auditai.model import load_model
     from auditai.suite import load_suite
 
-    suite = load_suite(args.suite) if args.suite else _single_test(args)
-    from auditai.verify import verify
-
-    model_src, data_src = args.model or suite.model, args.data or suite.data
+    # the files first (suite, model, data), then the unit test given by options
+    suite = load_suite(args.suite) if args.suite else None
+    model_src = args.model or (suite.model if suite else None)
+    data_src = args.data or (suite.data if suite else None)
     if not model_src or not data_src:
         raise SuiteError("no model or data: give --model and --data (or `model:`/`data:` in the suite)",
-                         path=suite.path)
+                         path=suite.path if suite else None)
     device = _device(args.device)
     model = load_model(model_src, trust_pickle=args.trust_pickle)
     data = load_data(data_src, model, device=device)
+    if suite is None:
+        suite = _single_test(args)
+    from auditai.verify import verify
+
+    engine = args.engine or suite.engine or "auditai"
     table, entries, failed = [], [], 0
     for ut in suite.unit_tests:
         ut = ut.with_defaults(spec=suite.spec, method=args.method or suite.method)
         kind = ut.set_kind(model)
         result = verify(model.head, data.z, data.y, kind, list(ut.all_eps), spec=ut.spec,
-                        method=ut.method, device=device, engine=args.engine or suite.engine or "auditai")
+                        method=ut.method, device=device, engine=engine)
         entries.append((ut, result, kind))
         for i, e in enumerate(result.eps):
             ve = float(result.verified_error[i])
-            gated = any(math.isclose(e, g, rel_tol=1e-9) for g in ut.eps)
+            gated = ut.has_gate and any(math.isclose(e, g, rel_tol=1e-9) for g in ut.eps)
             ok = ut.gate(ve)
             failed += gated and not ok
             table.append([ut.name, ut.set_text, f"{e:g}", f"{result.clean_error[i]:.3g}", f"{ve:.3g}",
@@ -115,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         from auditai.sheet.record import SpecSheet
 
         sheet = SpecSheet.from_results(entries, model=model, data=data, device=device,
-                                       method=args.method or suite.method, suite=suite.name)
+                                       method=args.method or suite.method, engine=engine, suite=suite.name)
         for path in args.report:
             sheet.write(path, model=model, codes=data.z)
         print("reports: " + ", ".join(args.report))

@@ -305,7 +305,8 @@ class SheetEntry:
             set_kind=kind,
             set_vector_or_indices=value,
             norm=norm,
-            gated_eps=_floats(getattr(unit_test, "eps", ()) or ()),
+            gated_eps=_floats(getattr(unit_test, "eps", ()) or ())
+                       if any(v is not None for v in thresholds.values()) else [],  # report-only: none
             thresholds=thresholds,
             result=summary,
             set_name=name,
@@ -758,6 +759,9 @@ class SpecSheet:
                 text = Path(source).read_text(encoding="utf-8")
             except OSError as e:
                 raise SheetError(f"cannot read spec-sheet {source}: {e.strerror or e}") from None
+            except UnicodeDecodeError:
+                raise SheetError(f"{source}: not a spec-sheet: the file is not UTF-8 text "
+                                 "(expected the JSON of an auditai spec-sheet)") from None
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
@@ -875,12 +879,23 @@ def deployment_rows(sheet: SpecSheet):
                 yield ut, (lb, dep.mean[j], dep.std[j], dep.n_codes, dep.source or "", r.eps, lo[j], hi[j])
 
 
+def new_file_mode() -> int:
+    """The mode `open()` gives a new file: 0o666 less the process's umask (read by setting it
+    and restoring it at once; there is no other portable way)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write text to path via a temporary file in the same folder and os.replace."""
+    """Write text to path via a temporary file in the same folder and os.replace; the file's
+    mode follows the umask as a plain `open()` would (mkstemp's own mode is 0o600)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=str(p.parent))
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, p)

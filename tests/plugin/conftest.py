@@ -17,6 +17,13 @@ import pytest
 # and a torch imported inside one of them could not be imported a second time.
 import torch  # noqa: F401
 
+# The same for hypothesis: its pytest plugin imports it in every run's terminal summary, which
+# otherwise costs each pytester run seconds (the import is undone after each run).
+try:
+    import hypothesis  # noqa: F401
+except ImportError:  # pragma: no cover - hypothesis is a dev dependency
+    pass
+
 
 MODEL_MODULE = textwrap.dedent(
     '''

@@ -24,8 +24,10 @@ def test_decorator_only_tags():
 def test_decorator_errors_at_decoration():
     with pytest.raises(SuiteError, match="did you mean 'crown'"):
         unit_test(direction="pose", eps=1.0, max_verified_error=0.2, method="crwn")
-    with pytest.raises(SuiteError, match="needs a gate"):
-        unit_test(direction="pose", eps=1.0)
+    with pytest.raises(SuiteError, match="not both"):
+        unit_test(direction="pose", eps=1.0, max_verified_error=0.2, min_verified_accuracy=0.8)
+    report_only = getattr(unit_test(direction="pose", eps=1.0)(lambda: None), TAG)
+    assert not report_only.has_gate and report_only.gate(1.0)  # no gate: measured, never failed
 
 
 @needs_verify

@@ -68,8 +68,9 @@ def test_each_mistake_names_line_key_and_hint(old, new, line, key, fragment):
 def test_missing_fields_are_named():
     e = _error(GOOD.replace("    eps: [0.5, 1.0]\n", ""))
     assert "needs `eps:`" in str(e) and e.line == 7
-    e = _error(GOOD.replace("    max_verified_error: 0.6\n", ""))
-    assert "needs a gate" in str(e)
+    e = _error(GOOD.replace("    max_verified_error: 0.6\n", "    max_verified_error: 0.6\n"
+                                                                 "    min_verified_accuracy: 0.5\n"))
+    assert "not both" in str(e) and e.key == "min_verified_accuracy"
     e = _error(GOOD.replace("    direction: pose\n", ""))
     assert "needs one latent set" in str(e)
     e = _error("suite: x\n")
@@ -124,3 +125,10 @@ def test_unloadable_model_names_the_model_key(tiny):
     tiny.makefile(".yaml", auditai_bad=GOOD.replace("tinymodel:MODEL", "tinymodel:NOPE"))
     out = tiny.runpytest("--collect-only").stdout.str()
     assert "auditai_bad.yaml:2 key 'model'" in out and "NOPE" in out
+
+
+def test_a_unit_test_without_a_gate_is_report_only():
+    s = parse_suite(GOOD.replace("    max_verified_error: 0.6\n", ""), "auditai_x.yaml")
+    pose = s.unit_tests[0]
+    assert not pose.has_gate and pose.gate_text == "" and pose.gate(1.0)
+    assert s.unit_tests[1].has_gate
