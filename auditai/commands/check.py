@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-recon-error", type=nonnegative_float("--max-recon-error"), default=None,
                         help="models without an encoder encode by GAN inversion: an input whose relative "
                              "reconstruction error ‖g(z)−x‖²/‖x‖² exceeds this is flagged and counted outside "
-                             "(default: the model's metadata, else 0.1)")
+                             "(default: the model's metadata, else 0.25)")
 
 
 def _array(v: Any, key: str, where: str) -> np.ndarray:

@@ -190,7 +190,7 @@ def test_check_inverts_inputs_of_a_decoder_only_model_and_flags_the_unrepresenta
     out = json.loads(capsys.readouterr().out)
     assert out["trusted"] == [True, True, True, False]
     rc_info = out["deployment_report"]["reconstruction"]
-    assert rc_info["n_flagged"] == 1 and rc_info["max_relative_error"] == 0.1
+    assert rc_info["n_flagged"] == 1 and rc_info["max_relative_error"] == 0.25
     assert out["deployment_report"]["overall"]["inside"]["n"] <= 3  # the flagged input is not inside
     # a looser threshold trusts it; the text names the flagged input
     run(["--sheet", str(tmp_path / "sheet.json"), "--model", str(tmp_path / "g.auditai"),
