@@ -49,7 +49,7 @@ def coverage_figure(rep: DeploymentReport) -> Figure:
     if pts:
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="k", lw=1.8, label="all unit tests")
         for cov, acc, e in pts[:: max(1, len(pts) // 6)]:
-            ax.annotate(f"ε={e:g}", (cov, acc), fontsize=6, xytext=(3, -8), textcoords="offset points")
+            ax.annotate(f"ε={e:.3g}", (cov, acc), fontsize=6, xytext=(3, -8), textcoords="offset points")
     acc_all = rep.overall.all.accuracy
     if acc_all is not None:
         ax.axhline(acc_all, color="tab:red", ls=":", lw=1.2, label=f"all inputs {acc_all:.3f}")
