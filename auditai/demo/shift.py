@@ -142,10 +142,10 @@ def build_shift(b: Any, data: dict, out: Path, cache: Path, fashion_dir: str | N
 
     `b` is the `DemoBuild`, `data` its `load_data` dict (training images for the baseline).
     """
-    from auditai.deploy_report import subset_metrics
     from auditai.demo.build import cache_key
     from auditai.demo.heads import make_head, train_head
     from auditai.demo.vae import encode_mean
+    from auditai.deploy_report import subset_metrics
     from auditai.train import fit_pixel
 
     s = b.settings
@@ -215,7 +215,7 @@ def build_shift(b: Any, data: dict, out: Path, cache: Path, fashion_dir: str | N
                       "inside_accuracy": float((pred[inside] == y[inside]).mean()) if inside.any() else None,
                       "eps": px["eps"], "test_accuracy": clean,
                       "note": f"small CNN, {px['epochs']} epochs on {px['n_train']} images, pixel ℓ∞ ε={px['eps']:g}"}
-    return {"path": str(path), "n": int(len(y)), "description": desc, "heads": heads, "times": times,
+    return {"path": str(path), "n": len(y), "description": desc, "heads": heads, "times": times,
             "cache_hit": state is not None}
 
 

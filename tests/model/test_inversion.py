@@ -92,7 +92,7 @@ def test_a_model_with_a_decoder_and_no_encoder_encodes_by_inversion():
     z = model.encode(x)
     assert z.shape == (8, 3)
     assert float((model.decoder(z) - x).detach().pow(2).mean()) < 1e-4
-    codes, inv = encode_inputs(model, x)
+    _, inv = encode_inputs(model, x)
     assert inv is not None and inv.steps <= 300
     # codes pass through unchanged
     assert torch.equal(model.encode(z_true), z_true)

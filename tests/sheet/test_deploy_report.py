@@ -12,7 +12,13 @@ import torch
 from torch import nn
 
 from auditai.commands import check as check_cmd
-from auditai.deploy_report import DeploymentReport, attach, deployment_report, section, subset_metrics
+from auditai.deploy_report import (
+    DeploymentReport,
+    attach,
+    deployment_report,
+    section,
+    subset_metrics,
+)
 from auditai.errors import AuditaiError, SheetError
 from auditai.model import AuditModel, load_model, save_model
 from auditai.sheet import SpecSheet
