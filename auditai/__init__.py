@@ -22,6 +22,8 @@ _EXPORTS = {
     "save_model": "auditai.model",
     "load_model": "auditai.model",
     "load_data": "auditai.data",
+    "invert": "auditai.inversion",
+    "Inversion": "auditai.inversion",
     "SpecSheet": "auditai.sheet",
     "unit_test": "auditai.suite",
     "AuditaiError": "auditai.errors",

@@ -43,6 +43,7 @@ class AuditData:
     x: Tensor | None
     content_hash: str
     source: str
+    reconstruction_error: Tensor | None = None  # N relative errors when z came from GAN inversion
 
     def __len__(self) -> int:
         return int(self.z.shape[0])
@@ -220,6 +221,7 @@ def load_data(source: str | Path | Mapping[str, Any], model: AuditModel | None =
             )
 
     x = arrays.get("x")
+    recon = None
     if "z" in arrays:
         z = arrays["z"]
     elif model is not None and model.encoder is not None:
@@ -234,20 +236,30 @@ def load_data(source: str | Path | Mapping[str, Any], model: AuditModel | None =
         except Exception as e:  # noqa: BLE001
             raise DataError(f"{where}: the encoder fails on inputs 'x' of shape {tuple(x.shape[1:])} per sample: {e}") from None
         _finite(z, "z (encoded)", where)
+    elif model is not None and model.decoder is not None and x is not None and not (
+            x.dim() == 2 and x.shape[1] == model.latent_dim):
+        from auditai.inversion import encode_inputs  # GAN inversion (paper §2.3)
+
+        try:
+            z, inv = encode_inputs(model, x, device=device)
+        except DataError as e:
+            raise DataError(f"{where}: {e}") from None
+        recon = inv.relative_error if inv is not None else None
     else:
         assert x is not None
         if x.dim() != 2:
             raise DataError(
                 f"{where}: the data holds inputs 'x' of shape {tuple(x.shape[1:])} per sample but "
-                + ("no model was given to encode them" if model is None else "the model has no encoder")
-                + ": give latent codes 'z', or a model with an encoder"
+                + ("no model was given to encode them" if model is None
+                   else "the model has no encoder (and no decoder for GAN inversion)")
+                + ": give latent codes 'z', or a model with an encoder or a decoder"
             )
         z = x
     if z.dim() != 2:
         raise DataError(f"{where}: latent codes must be N×d, got shape {tuple(z.shape)}")
     if model is not None and z.shape[1] != model.latent_dim:
         raise DataError(f"{where}: codes have size {z.shape[1]} but the head takes d={model.latent_dim}")
-    return AuditData(z=z, y=y, x=x, content_hash=_hash(arrays), source=where)
+    return AuditData(z=z, y=y, x=x, content_hash=_hash(arrays), source=where, reconstruction_error=recon)
 
 
 __all__ = ["AuditData", "load_data"]

@@ -323,9 +323,14 @@ class AuditModel:
         return 2 if self.num_outputs == 1 else self.num_outputs
 
     def encode(self, x: Tensor, batch_size: int = 1024, device=None) -> Tensor:
-        """e(x) in batches of `batch_size` on `device` (N×… → N×d, on the CPU); x itself without encoder."""
+        """e(x) in batches of `batch_size` on `device` (N×… → N×d, on the CPU); without an encoder,
+        by GAN inversion through the decoder (`auditai.inversion`, paper §2.3); codes N×d pass through."""
         if self.encoder is None:
-            return x
+            if x.dim() == 2 and x.shape[1] == self.latent_dim:
+                return x
+            from auditai.inversion import encode_inputs  # no decoder either: a DataError says so
+
+            return encode_inputs(self, x, device=device)[0]
         enc = self.encoder
         if device is not None:
             enc = enc.to(device)

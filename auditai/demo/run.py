@@ -9,7 +9,10 @@
 3. audit: the example suites (`example_suites/<dataset>/`) run through `pytest` and the auditai
    plugin, once per head, each writing a spec-sheet as JSON, Markdown and HTML (curves, image
    strips decoded along each direction) into OUT;
-4. a summary table. A failed gate (the normally trained fashion head fails one unit test on
+4. the deployment report of each audited head on a shifted test split no model saw, and the
+   paper's Table 4 layout (normal / latent-certified / pixel-certified; `auditai.demo.shift`)
+   in OUT/table4.md;
+5. a summary table. A failed gate (the normally trained fashion head fails one unit test on
    purpose) is reported, not an error: the command exits 0 unless something broke.
 """
 
@@ -82,7 +85,15 @@ def build_one(dataset: str, out: str, size: str, seed: int, cache_dir: str,
     from auditai.demo.build import build_demo
 
     b = build_demo(dataset, out, size, seed, cache_dir, fashion_dir)
+    # the shifted test split and the heads of Table 4 (auditai.demo.shift, paper §4.2)
+    from auditai.demo.build import load_data
+    from auditai.demo.shift import build_shift
+
+    shift = build_shift(b, load_data(b.settings, fashion_dir, log=lambda _m: None), Path(out),
+                        Path(cache_dir), fashion_dir)
+    b.paths["shifted data"] = shift["path"]
     return {"dataset": dataset, "paths": b.paths, "times": b.times, "cache_hit": b.cache_hit,
+            "shift": shift,
             "lines": b.summary_lines(), "r2": b.r2(), "accuracy": b.test_accuracy,
             "certified_accuracy": b.certified_accuracy, "certified_note": b.certified_note,
             "source": b.data_source}
@@ -95,8 +106,10 @@ def _stamp_key(dataset: str, size: str, seed: int, cache_dir: str, fashion_dir: 
 
     source = fashion_dir or os.environ.get("AUDITAI_FASHION_MNIST") or (
         str(DEFAULT_DIR) if DEFAULT_DIR.is_dir() else "fallback")
-    return json.dumps([cache_key(settings_for(dataset, size, seed)), cache_dir,
-                       source if dataset == "fashion" else ""])
+    from auditai.demo.shift import shift_key
+
+    key = cache_key(settings_for(dataset, size, seed))
+    return json.dumps([key, cache_dir, source if dataset == "fashion" else "", shift_key(key, size)])
 
 
 def up_to_date(out: Path, dataset: str, key: str) -> dict[str, Any] | None:
@@ -231,6 +244,13 @@ def main(argv: list[str] | None = None) -> int:
         with ThreadPoolExecutor(jobs) as ex:
             runs = list(ex.map(lambda a: run_suite(a[0], a[1], out, by_ds[a[0]]), todo))
     t_suites = time.perf_counter() - t0
+    table = ""
+    if runs:  # the deployment reports on the shifted splits and Table 4's layout
+        from auditai.demo.shift import table4
+
+        t0 = time.perf_counter()
+        table = table4(out, builds)
+        t_suites += time.perf_counter() - t0
 
     # ---------------------------------------------------------------- summary
     print("\n" + "=" * 78)
@@ -265,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
         for r in runs:
             if r not in broken:
                 print("  " + "  ".join(os.path.relpath(x) for x in r["reports"]))
+    if table:
+        print("\n" + table)
+        print(f"(written to {os.path.relpath(out / 'table4.md')}; the deployment reports are in each "
+              "spec-sheet and in *_deployment.txt)")
     print("models and data:")
     for b in builds:
         for kind, path in b["paths"].items():

@@ -16,6 +16,7 @@ import numpy as np
 from auditai.deploy import default_eps, set_basis
 from auditai.errors import SheetError
 from auditai.sheet import plots
+from auditai.sheet.deployment import html_section as deployment_section
 from auditai.sheet.record import SpecSheet, UnitTestSheet, deployment_rows
 
 CSS = """
@@ -216,6 +217,7 @@ def to_html(sheet: SpecSheet, model: Any = None, codes: Any = None, n_samples: i
             "(<code>auditai check</code>).</p>"
         ),
         deployment_table(sheet),
+        deployment_section(sheet, esc),
         "<h2>Curves and decoded images</h2>",
     ]
     if decoder is not None and z is None:

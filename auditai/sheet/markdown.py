@@ -140,4 +140,7 @@ def to_markdown(sheet: SpecSheet) -> str:
             f"{n} {md_escape(source)} | {eps:g} | [{num(lo)}, {num(hi)}] |"
         )
     out.append("")
-    return "\n".join(out)
+    from auditai.sheet.deployment import markdown_section  # the optional "deployment" section
+
+    out.append(markdown_section(sheet, md_escape))
+    return "\n".join(out).rstrip("\n") + "\n"

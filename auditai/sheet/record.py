@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from auditai.deploy import SET_KINDS, CoordinateStats, set_coordinates
+from auditai.deploy_report import checked_section
 from auditai.errors import SheetError
 
 SCHEMA = "auditai.spec-sheet/1"
@@ -604,6 +605,7 @@ class SpecSheet:
     suite: str | None = None
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat())
     schema: str = SCHEMA
+    deployment_report: dict | None = None  # the optional "deployment" section (auditai.deploy_report)
 
     # -- building
     @classmethod
@@ -718,6 +720,7 @@ class SpecSheet:
             "method": self.method,
             "engine": self.engine,
             "unit_tests": [ut.to_dict() for ut in self.unit_tests],
+            **({} if self.deployment_report is None else {"deployment": self.deployment_report}),
         }
 
     def to_json(self, path: str | os.PathLike | None = None, indent: int = 2) -> str:
@@ -746,6 +749,7 @@ class SpecSheet:
             suite=d.get("suite"),
             created=str(d.get("created", "")),
             schema=schema,
+            deployment_report=checked_section(d.get("deployment"), where),
         )
 
     @classmethod

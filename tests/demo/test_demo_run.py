@@ -32,6 +32,15 @@ def test_demo_runs_end_to_end_at_tiny_size(tmp_path, capsys):
     if summary["failed_gates"]:
         assert "failed gates" in text
     assert "spec-sheets" in text and "held-out R²" in text
+    # the shifted split: Table 4's layout, the deployment report on the audited head's sheet,
+    # and `auditai check --labels` on the shifted data (paper §4.2)
+    assert "Deployment under domain shift" in (out / "table4.md").read_text()
+    assert sheet["deployment"]["n_inputs"] == 128 and "Deployment report" in html
+    from auditai.cli import main as cli
+
+    rc = cli(["check", "--sheet", str(out / "shapes_normal.json"), "--model", str(out / "shapes_model.auditai"),
+              "--labels", str(out / "shapes_shifted.npz")])
+    assert rc in (0, 1) and "deployment report on 128 labelled input(s)" in capsys.readouterr().out
     # a second run into the same folder finds its files up to date and builds nothing
     rc = run.main(["--out", str(out), "--size", "tiny", "--datasets", "shapes", "--jobs", "1",
                    "--no-suites", "--cache-dir", str(cache)])
