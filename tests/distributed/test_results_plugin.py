@@ -54,7 +54,10 @@ def test_baseline_and_reports_from_results(pytester, failing_run, tmp_path):
     r = pytester.runpytest_inprocess("--auditai-results", str(failing_run), "--auditai-baseline", str(base),
                                      "--auditai-report", str(report), "-p", "no:cacheprovider")
     r.assert_outcomes(failed=3)
-    assert r.stdout.str().count("verified error grew from 0") == 2
+    out = r.stdout.str()
+    failures = out[out.index("= FAILURES ="):out.index("auditai spec-sheet")]  # the summary's width varies
+    assert failures.count("verified error grew from 0") == 2
+    assert "unit test 'pose' at ε=0.3: verified error grew from 0" in failures
     again = json.loads(report.read_text())
     orig = json.loads((failing_run / "sheet.json").read_text())
     assert {u["name"]: u["rows"] for u in again["unit_tests"]} == {u["name"]: u["rows"] for u in orig["unit_tests"]}
