@@ -17,7 +17,7 @@ RUN_SCHEMA = 1
 
 def _sheet_class() -> Any:
     try:
-        from auditai.sheet.record import SpecSheet
+        from auditai.sheet import SpecSheet
     except ImportError:
         return None
     return SpecSheet

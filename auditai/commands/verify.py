@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     print(tabulate(table, ["unit test", "set", "ε", "clean err", "verified err", "falsified",
                            "unknown", "gate"], tablefmt="plain"))
     if args.report:
-        from auditai.sheet.record import SpecSheet
+        from auditai.sheet import SpecSheet
 
         sheet = SpecSheet.from_results(entries, model=model, data=data, device=device,
                                        method=args.method or suite.method, engine=engine, suite=suite.name)

@@ -145,7 +145,7 @@ def run_suite(dataset: str, head: str, out: Path, build: dict) -> dict[str, Any]
 
 def summary_rows(sheet_path: str) -> list[list[str]]:
     """(unit test, direction, ε, verified error, falsified, gate, verdict) rows of a sheet."""
-    from auditai.sheet.record import SpecSheet
+    from auditai.sheet import SpecSheet
 
     sheet = SpecSheet.from_json(Path(sheet_path).read_text())
     rows = []

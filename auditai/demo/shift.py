@@ -236,7 +236,7 @@ def report_for(dataset: str, head: str, out: Path, build: dict) -> dict | None:
     from auditai.deploy_report import attach, deployment_report, predictions
     from auditai.inversion import encode_inputs
     from auditai.model import load_model
-    from auditai.sheet.record import SpecSheet
+    from auditai.sheet import SpecSheet
 
     sheet_path = out / f"{dataset}_{head}.json"
     model_path = build["paths"].get("model" if head == "normal" else "certified model")

@@ -200,7 +200,7 @@ def merge_folder(folder: RunFolder, *, model: Any = None, data: Any = None, repo
     """Merge DIR's chunks (every (unit test, sample) exactly once), write DIR/results.json,
     DIR/sheet.json and `reports`; returns the SpecSheet. Loads the model and data from the
     manifest's sources when not given (and checks their hashes)."""
-    from auditai.sheet.record import SheetEntry, SpecSheet
+    from auditai.sheet import SheetEntry, SpecSheet
     from auditai.verify import VerificationResult
 
     manifest = folder.read_manifest()

@@ -1,7 +1,14 @@
 """The model spec-sheet (paper Fig. 1, §2.4): record, JSON, merge, diff and renderers.
 
-`SpecSheet` is the record (`record.py`); renderers live one per module (`markdown`, `html`,
-`terminal`, `plots`, `modelcard`) and are imported only when used.
+The rooms, each importing only those above it:
+
+- `fields`, `coords`, `report_record`: plain values, the tested coordinates, the deployment
+  section's record;
+- `entry` (`SheetEntry`, one result reduced) and `record` (`SheetRecord`, `UnitTestSheet`,
+  `EpsRow`: data, JSON, merge);
+- one renderer per module (`markdown`, `html`, `terminal`, `plots`, `modelcard`,
+  `deployment`) and `diff`, which import the record, never the reverse;
+- `write` (`SpecSheet`: the record plus its renderers, the diff and the deployment check).
 """
 
 from __future__ import annotations
@@ -11,11 +18,12 @@ from auditai.sheet.record import (
     SCHEMA,
     EpsRow,
     SheetEntry,
-    SpecSheet,
+    SheetRecord,
     UnitTestSheet,
     gate_passes,
     write_atomic,
 )
+from auditai.sheet.write import SpecSheet
 
 __all__ = [
     "SCHEMA",
@@ -23,6 +31,7 @@ __all__ = [
     "RowChange",
     "SheetDiff",
     "SheetEntry",
+    "SheetRecord",
     "SpecSheet",
     "UnitTestSheet",
     "diff_sheets",

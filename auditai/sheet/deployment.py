@@ -15,7 +15,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from auditai.deploy_report import SUBSETS, DeploymentReport, RangeReport, section
-from auditai.sheet.record import SpecSheet
+from auditai.sheet.record import SheetRecord
 
 
 def _n(x: float | None) -> str:
@@ -62,7 +62,7 @@ def coverage_figure(rep: DeploymentReport) -> Figure:
     return fig
 
 
-def html_section(sheet: SpecSheet, esc: Any = None) -> str:
+def html_section(sheet: SheetRecord, esc: Any = None) -> str:
     """The HTML of the section ('' when the sheet has none)."""
     rep = section(sheet)
     if rep is None:
@@ -93,7 +93,7 @@ def html_section(sheet: SpecSheet, esc: Any = None) -> str:
     return "".join(h)
 
 
-def markdown_section(sheet: SpecSheet, md_escape: Any) -> str:
+def markdown_section(sheet: SheetRecord, md_escape: Any) -> str:
     """The Markdown of the section ('' when the sheet has none)."""
     rep = section(sheet)
     if rep is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from auditai.sheet.record import SpecSheet, _eps_close
+from auditai.sheet.record import SheetRecord, _eps_close
 
 FIGURES = (
     "clean_error",
@@ -129,7 +129,7 @@ class SheetDiff:
         return "\n".join(out)
 
 
-def diff_sheets(old: SpecSheet, new: SpecSheet, tolerance: float = 0.01) -> SheetDiff:
+def diff_sheets(old: SheetRecord, new: SheetRecord, tolerance: float = 0.01) -> SheetDiff:
     """Compare `new` against the baseline `old`, per unit test (by name) and ε."""
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")

@@ -17,7 +17,7 @@ from auditai.deploy import default_eps, set_basis
 from auditai.errors import SheetError
 from auditai.sheet import plots
 from auditai.sheet.deployment import html_section as deployment_section
-from auditai.sheet.record import SpecSheet, UnitTestSheet, deployment_rows
+from auditai.sheet.record import SheetRecord, UnitTestSheet, deployment_rows
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#222;max-width:1200px}
@@ -72,7 +72,7 @@ def _codes(codes: Any) -> np.ndarray | None:
     return z if z.ndim == 2 and z.shape[0] > 0 else None
 
 
-def summary_table(sheet: SpecSheet) -> str:
+def summary_table(sheet: SheetRecord) -> str:
     eps_cols = sheet.all_eps
     h = ["<table class='summary'><thead><tr><th>unit test</th><th>set</th>"]
     h += [f"<th>ε = {e:g}</th>" for e in eps_cols]
@@ -97,7 +97,7 @@ def summary_table(sheet: SpecSheet) -> str:
     return "".join(h)
 
 
-def detail_table(sheet: SpecSheet) -> str:
+def detail_table(sheet: SheetRecord) -> str:
     heads = ["unit test", "ε", "clean err", "verified err", "falsified", "unknown", "radius (med)", "gate", "n", "time (s)"]
     h = ["<table class='detail'><thead><tr>", *[f"<th>{x}</th>" for x in heads], "</tr></thead><tbody>"]
     for ut in sheet.unit_tests:
@@ -117,7 +117,7 @@ def detail_table(sheet: SpecSheet) -> str:
     return "".join(h)
 
 
-def deployment_table(sheet: SpecSheet) -> str:
+def deployment_table(sheet: SheetRecord) -> str:
     heads = ["unit test", "coordinate", "μ", "σ", "codes", "ε", "range"]
     h = ["<table class='deployment'><thead><tr>", *[f"<th>{x}</th>" for x in heads], "</tr></thead><tbody>"]
     for ut, row in deployment_rows(sheet):
@@ -135,7 +135,7 @@ def deployment_table(sheet: SpecSheet) -> str:
     return "".join(h)
 
 
-def meta_table(sheet: SpecSheet) -> str:
+def meta_table(sheet: SheetRecord) -> str:
     items = []
     for k, v in sheet.model.items():
         items.append((f"model {k}", v))
@@ -196,7 +196,7 @@ def unit_test_figures(ut: UnitTestSheet, decoder: Any, z: np.ndarray | None, n_s
     return "".join(parts)
 
 
-def to_html(sheet: SpecSheet, model: Any = None, codes: Any = None, n_samples: int = 4) -> str:
+def to_html(sheet: SheetRecord, model: Any = None, codes: Any = None, n_samples: int = 4) -> str:
     """The page as a string. With a model that has a decoder and `codes` (N×d or AuditData),
     it adds image strips along each tested direction and decoded counterexamples."""
     decoder = getattr(model, "decoder", None) if model is not None else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 
 from auditai.deploy import default_eps
-from auditai.sheet.record import SpecSheet, UnitTestSheet, deployment_rows
+from auditai.sheet.record import SheetRecord, UnitTestSheet, deployment_rows
 
 
 def md_escape(s: object) -> str:
@@ -43,7 +43,7 @@ def gate_text(ut: UnitTestSheet, passed: bool | None) -> str:
     return f"{ut.threshold_text()} {'pass' if passed else 'FAIL'}"
 
 
-def footer(sheet: SpecSheet) -> str:
+def footer(sheet: SheetRecord) -> str:
     m, d, v = sheet.model, sheet.data, sheet.versions
     parts = []
     if m.get("sha256"):
@@ -64,7 +64,7 @@ def footer(sheet: SpecSheet) -> str:
     return ", ".join(md_escape(p) for p in parts)
 
 
-def to_markdown(sheet: SpecSheet) -> str:
+def to_markdown(sheet: SheetRecord) -> str:
     eps_cols = sheet.all_eps
     title = sheet.suite or sheet.model.get("source") or "model"
     out = [f"# Spec-sheet: {md_escape(title)}", ""]

@@ -9,12 +9,12 @@ fractions, the gate and the engine version.
 
 from __future__ import annotations
 
-from auditai.sheet.record import SpecSheet
+from auditai.sheet.record import SheetRecord
 
 MCT_SCHEMA_VERSION = "0.0.2"
 
 
-def to_model_card(sheet: SpecSheet, name: str | None = None) -> dict:
+def to_model_card(sheet: SheetRecord, name: str | None = None) -> dict:
     metrics = []
     guarantees = []
     for ut in sheet.unit_tests:

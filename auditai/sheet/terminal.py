@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 
 from tabulate import tabulate
 
-from auditai.sheet.record import SpecSheet
+from auditai.sheet.record import SheetRecord
 
 HEADERS = ["unit test", "set", "ε", "clean err", "verified err", "falsified", "unknown", "radius(med)", "gate"]
 
@@ -19,7 +19,7 @@ def _n(x: float | None) -> str:
     return "–" if x is None else f"{x:.3g}"
 
 
-def rows(sheet: SpecSheet) -> list[list[str]]:
+def rows(sheet: SheetRecord) -> list[list[str]]:
     out = []
     for ut in sheet.unit_tests:
         for r in ut.rows:
@@ -48,11 +48,11 @@ def _clean(s: object) -> str:
     return "".join(c if c.isprintable() else "?" for c in str(s))
 
 
-def lines(sheet: SpecSheet, reports: Sequence[str] = ()) -> Iterator[str]:
+def lines(sheet: SheetRecord, reports: Sequence[str] = ()) -> Iterator[str]:
     yield from tabulate(rows(sheet), headers=HEADERS, disable_numparse=True).splitlines()
     if reports:
         yield "reports: " + ", ".join(str(r) for r in reports)
 
 
-def to_terminal(sheet: SpecSheet, reports: Sequence[str] = ()) -> str:
+def to_terminal(sheet: SheetRecord, reports: Sequence[str] = ()) -> str:
     return "\n".join(lines(sheet, reports))
