@@ -7,6 +7,7 @@ from typing import Any, Callable
 import pytest
 
 from pytest_auditai.session import SESSION, UNIT_TEST, AuditaiFailure
+from pytest_auditai.verdicts import fail_on_gates, verify_item
 
 
 def _session(request: pytest.FixtureRequest):
@@ -61,14 +62,7 @@ def auditai_verify(request: pytest.FixtureRequest) -> Callable[..., Any]:
         result = session.verify(key, node.module.__name__ if hasattr(node, "module") else "",
                                  ut)
         if gated:
-            failures = []
-            for eps in ut.eps:
-                try:
-                    session.check(key, ut, result, eps, node)
-                except AuditaiFailure as e:
-                    failures.append(str(e))
-            if failures:
-                pytest.fail("\n".join(failures), pytrace=False)
+            fail_on_gates(session, key, ut, result, node)
         return result
 
     return run
@@ -77,8 +71,6 @@ def auditai_verify(request: pytest.FixtureRequest) -> Callable[..., Any]:
 @pytest.fixture
 def auditai_result(request: pytest.FixtureRequest) -> Any:
     """The VerificationResult of this test's `@auditai.unit_test` / `@pytest.mark.auditai`."""
-    from pytest_auditai.plugin import verify_item
-
     if request.node.stash.get(UNIT_TEST, None) is None:
         pytest.fail("the auditai_result fixture needs @auditai.unit_test(...) or "
                     "@pytest.mark.auditai(...) on the test function", pytrace=False)

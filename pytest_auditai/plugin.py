@@ -23,7 +23,8 @@ from pytest_auditai.fixtures import (  # noqa: F401  (fixtures are found on the 
     auditai_result,
     auditai_verify,
 )
-from pytest_auditai.session import SESSION, UNIT_TEST, WORKER_KEY, AuditaiFailure, AuditaiSession
+from pytest_auditai.session import SESSION, UNIT_TEST, WORKER_KEY, AuditaiSession
+from pytest_auditai.verdicts import fail_on_gates, verify_item
 
 TAG = "__auditai_unit_test__"  # = auditai.suite.TAG (not imported: keeps this module light)
 RESULT_ARG = "auditai_result"  # = auditai.suite.RESULT_ARG
@@ -99,21 +100,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.stash[UNIT_TEST] = e
 
 
-def verify_item(item: pytest.Item) -> Any:
-    """The (cached) VerificationResult of a decorated/marked Python test."""
-    from auditai.errors import AuditaiError
-
-    ut = item.stash[UNIT_TEST]
-    if isinstance(ut, Exception):
-        pytest.fail(f"{type(ut).__name__}: {ut}", pytrace=False)
-    session = item.config.stash[SESSION]
-    try:
-        return session.verify(item.nodeid, getattr(item, "module", None).__name__, ut)
-    except (AuditaiFailure, AuditaiError) as e:
-        msg = f"{type(e).__name__}: {e}" if isinstance(e, AuditaiError) else str(e)
-    pytest.fail(msg, pytrace=False)
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     """Gate a unit-test function before it runs: a failed gate fails it, unrun. A function of
@@ -123,15 +109,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     if ut is None:
         return None
     result = verify_item(pyfuncitem)
-    session = pyfuncitem.config.stash[SESSION]
-    failures = []
-    for eps in ut.eps:
-        try:
-            session.check(pyfuncitem.nodeid, ut, result, eps, pyfuncitem)
-        except AuditaiFailure as e:
-            failures.append(str(e))
-    if failures:
-        pytest.fail("\n".join(failures), pytrace=False)
+    fail_on_gates(pyfuncitem.config.stash[SESSION], pyfuncitem.nodeid, ut, result, pyfuncitem)
     fn = pyfuncitem.obj
     if getattr(fn, TAG, None) is None:
         return None  # `@pytest.mark.auditai`: pytest calls it, with the auditai_result fixture
