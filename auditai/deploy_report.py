@@ -43,7 +43,7 @@ from auditai.sheet.report_record import (  # noqa: F401  (re-exported: their hom
     METRICS_NOTE,
     REPORT_SCHEMA,
     SUBSETS,
-    DeploymentReport,
+    DeploymentRecord,
     RangeReport,
     SubsetMetrics,
     _opt,
@@ -53,6 +53,40 @@ from auditai.sheet.report_record import (  # noqa: F401  (re-exported: their hom
 if TYPE_CHECKING:  # pragma: no cover
     from auditai.sheet.record import SheetRecord as SpecSheet
     from auditai.sheet.record import UnitTestSheet
+
+
+# --------------------------------------------------------------------------- the report
+class DeploymentReport(DeploymentRecord):
+    """The report of the module doc (the record `DeploymentRecord`) with its text form."""
+
+    # -- text
+    def to_text(self) -> str:
+        from tabulate import tabulate
+
+        def f(x: float | None) -> str:
+            return "–" if x is None else f"{x:.3f}"
+
+        rows = []
+        for r in [*self.unit_tests, self.overall]:
+            eps = "own ε" if r.eps is None else f"{r.eps:g}"
+            row = [r.name, eps, f(r.coverage)]
+            for s in SUBSETS:
+                m = getattr(r, s)
+                row += [m.n, f(m.accuracy), f(m.precision), f(m.recall)]
+            rows.append(row)
+        heads = ["unit test", "ε", "coverage"]
+        for s in ("in", "out", "all"):
+            heads += [f"n {s}", f"acc {s}", f"P {s}", f"R {s}"]
+        out = [f"deployment report on {self.n_inputs} labelled input(s) ({self.num_classes} classes)",
+               tabulate(rows, headers=heads, disable_numparse=True),
+               f"coverage: fraction inside the verified range; 'all unit tests': inside every one at its ε. "
+               f"{self.metrics}."]
+        if self.reconstruction:
+            rc = self.reconstruction
+            out.append(f"GAN inversion: {rc['n_flagged']} of {rc['n']} input(s) above the relative "
+                       f"reconstruction error {rc['max_relative_error']:g} (counted outside; median "
+                       f"{f(rc.get('relative_error_median'))}, max {f(rc.get('relative_error_max'))})")
+        return "\n".join(out)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -80,7 +114,7 @@ def predictions(head: Any, z: Any, batch_size: int = 4096) -> np.ndarray:
     """The head's predicted class per code: argmax, or output > 0 for a single output."""
     import torch
 
-    from auditai.model import _probe
+    from auditai.modes import _probe
 
     zt = torch.as_tensor(np.asarray(as_codes(z, "codes")))
     p = next(iter(head.parameters()), None)

@@ -24,15 +24,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from auditai.errors import DataError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from auditai.model import AuditModel
 
 #: an inverted input whose relative reconstruction error ‖g(z) − x‖² / ‖x‖² exceeds this is
 #: flagged as not representable by the generator (override per call or with the model's
@@ -157,7 +154,7 @@ def invert(
     gen = torch.Generator().manual_seed(int(seed))
     # every random start is drawn up front, so a result does not depend on the chunk size
     starts = torch.randn((restarts - 1, n, d), generator=gen, dtype=torch.float64).to(dtype) * init_scale
-    from auditai.model import _enter_eval, _restore  # eval mode, restored afterwards
+    from auditai.modes import _enter_eval, _restore  # eval mode, restored afterwards
 
     modes = _enter_eval(decoder)
     zs, errs, rels, most = [], [], [], 0
@@ -256,11 +253,11 @@ def holds_codes(model: Any, x: Tensor) -> bool:
     return x.dim() == 2 and x.shape[1] == int(model.latent_dim)
 
 
-def encode_inputs(model: AuditModel, x: Any, *, device: Any = None, batch_size: int = 1024,
+def encode_inputs(model: Any, x: Any, *, device: Any = None, batch_size: int = 1024,
                   **invert_kwargs: Any) -> tuple[Tensor, Inversion | None]:
-    """Codes of inputs x: the encoder's when the model has one; else, with a decoder, by GAN
-    inversion (the Inversion comes back too); codes N×d pass through. A model with neither
-    encoder nor decoder cannot encode inputs: a DataError says so."""
+    """Codes of inputs x for `model` (an AuditModel): the encoder's when the model has one;
+    else, with a decoder, by GAN inversion (the Inversion comes back too); codes N×d pass
+    through. A model with neither encoder nor decoder cannot encode inputs: a DataError says so."""
     x = torch.as_tensor(x)
     if getattr(model, "encoder", None) is not None:
         return model.encode(x, batch_size=batch_size, device=device), None

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from auditai.bounds.guard import refuse_hidden_forward
 from auditai.errors import ModelFileError, UnsupportedLayerError
+from auditai.modes import _enter_eval, _probe, _restore
 
 FORMAT_NAME = "auditai-model"
 FORMAT_VERSION = 2          # 2: a head that is not a chain is stored as its graph IR ("head_graph")
@@ -153,32 +154,6 @@ def build_head(layers: list[dict], tensors: Mapping[str, Tensor], where: str = "
 
 
 # --------------------------------------------------------------------------- the model
-def _enter_eval(module: nn.Module) -> list[tuple[nn.Module, bool]]:
-    """Put `module` in eval mode; returns the modes to restore (none for an exported program,
-    whose graph is fixed and which refuses .train()/.eval())."""
-    modes = [(m, m.training) for m in module.modules()]
-    try:
-        module.eval()
-    except (NotImplementedError, RuntimeError):
-        return []
-    return modes
-
-
-def _restore(modes: list[tuple[nn.Module, bool]]) -> None:
-    for m, t in modes:
-        m.train(t)
-
-
-def _probe(module: nn.Module, x: Tensor) -> Tensor:
-    """Run `module` once in eval mode without gradients, restoring every submodule's mode."""
-    modes = _enter_eval(module)
-    try:
-        with torch.no_grad():
-            return module(x)
-    finally:
-        _restore(modes)
-
-
 def _infer_latent_dim(head: nn.Module) -> int | None:
     from auditai.bounds.graph import GraphModule
 

@@ -79,7 +79,7 @@ def bound_ball(
 
     The pixel-space baseline of certified training (paper Table 2) bounds encoders this way.
     """
-    from auditai.latent import parse_norm
+    from auditai.names import parse_norm
 
     p = parse_norm(p)
     eps_t = torch.as_tensor(eps, dtype=x0.dtype, device=x0.device)

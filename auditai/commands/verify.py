@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Any
+
+from auditai.commands.single_test import single_test as _single_test
 
 HELP = "verify a YAML suite (or one unit test given by options) and print the results table"
 
@@ -54,23 +55,6 @@ def _device(name: str) -> str:
 
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
-
-
-def _single_test(args: argparse.Namespace) -> Any:
-    from auditai.suite import Suite, make_unit_test
-
-    dims: Any = args.dims
-    if dims is not None and all(p.strip().isdigit() for p in dims.split(",")):
-        dims = [int(p) for p in dims.split(",")]
-    fields = {k: v for k, v in {
-        "name": args.name, "direction": args.direction, "dims": dims, "basis": args.basis,
-        "norm": args.norm, "eps": args.eps, "report_eps": args.report_eps or None,
-        "max_verified_error": args.max_verified_error,
-        "min_verified_accuracy": args.min_verified_accuracy, "spec": args.spec, "method": args.method,
-    }.items() if v is not None}
-    ut = make_unit_test(fields, where="command line")
-    return Suite(name=args.name, path=None, model=None, data=None, spec=ut.spec or "label",
-                 method=args.method, engine=args.engine, unit_tests=(ut,))
 
 
 def run(args: argparse.Namespace) -> int:

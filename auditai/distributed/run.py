@@ -56,7 +56,7 @@ def unit_test_fields(ut: Any) -> dict:
 
 def _load(args: argparse.Namespace):
     """(suite with defaults filled, model, data, engine) as `auditai verify` loads them."""
-    from auditai.commands.verify import _single_test
+    from auditai.commands.single_test import single_test as _single_test
     from auditai.data import load_data
     from auditai.model import load_model
     from auditai.suite import load_suite

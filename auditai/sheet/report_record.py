@@ -70,8 +70,9 @@ class RangeReport:
 
 
 @dataclass
-class DeploymentReport:
-    """The report of the module doc; `to_dict()` is the sheet's "deployment" section."""
+class DeploymentRecord:
+    """The deployment report as data (`auditai.deploy_report.DeploymentReport` adds its text);
+    `to_dict()` is the sheet's "deployment" section."""
 
     unit_tests: list[RangeReport]
     overall: RangeReport
@@ -99,7 +100,7 @@ class DeploymentReport:
         return json.loads(json.dumps(d, allow_nan=False))  # plain JSON values
 
     @classmethod
-    def from_dict(cls, d: Any, where: str = "deployment") -> DeploymentReport:
+    def from_dict(cls, d: Any, where: str = "deployment") -> DeploymentRecord:
         """Read the section back; a malformed one is a SheetError naming it."""
         if not isinstance(d, dict):
             raise SheetError(f"{where}: expected an object, got {type(d).__name__}")
@@ -119,39 +120,9 @@ class DeploymentReport:
         except (KeyError, TypeError, ValueError) as e:
             raise SheetError(f"{where}: malformed deployment report ({type(e).__name__}: {e})") from None
 
-    # -- text
-    def to_text(self) -> str:
-        from tabulate import tabulate
-
-        def f(x: float | None) -> str:
-            return "–" if x is None else f"{x:.3f}"
-
-        rows = []
-        for r in [*self.unit_tests, self.overall]:
-            eps = "own ε" if r.eps is None else f"{r.eps:g}"
-            row = [r.name, eps, f(r.coverage)]
-            for s in SUBSETS:
-                m = getattr(r, s)
-                row += [m.n, f(m.accuracy), f(m.precision), f(m.recall)]
-            rows.append(row)
-        heads = ["unit test", "ε", "coverage"]
-        for s in ("in", "out", "all"):
-            heads += [f"n {s}", f"acc {s}", f"P {s}", f"R {s}"]
-        out = [f"deployment report on {self.n_inputs} labelled input(s) ({self.num_classes} classes)",
-               tabulate(rows, headers=heads, disable_numparse=True),
-               f"coverage: fraction inside the verified range; 'all unit tests': inside every one at its ε. "
-               f"{self.metrics}."]
-        if self.reconstruction:
-            rc = self.reconstruction
-            out.append(f"GAN inversion: {rc['n_flagged']} of {rc['n']} input(s) above the relative "
-                       f"reconstruction error {rc['max_relative_error']:g} (counted outside; median "
-                       f"{f(rc.get('relative_error_median'))}, max {f(rc.get('relative_error_max'))})")
-        return "\n".join(out)
-
-
 
 def checked_section(d: Any, where: str) -> dict | None:
     """For `SpecSheet.from_dict`: the "deployment" section validated (None when absent)."""
     if d is None:
         return None
-    return DeploymentReport.from_dict(d, f"{where}.deployment").to_dict()
+    return DeploymentRecord.from_dict(d, f"{where}.deployment").to_dict()
