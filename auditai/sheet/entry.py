@@ -11,7 +11,7 @@ import numpy as np
 
 from auditai.errors import SheetError
 from auditai.sheet.coords import SET_KINDS, CoordinateStats, set_coordinates
-from auditai.sheet.fields import _f, _floats, _get, _jsonable, gate_passes
+from auditai.sheet.fields import _f, _floats, _get, _jsonable, gate_passes, public_name, public_text
 
 MAX_COUNTEREXAMPLES_PER_EPS = 2
 
@@ -36,6 +36,9 @@ def _summarize_result(result: Any, gate=None) -> dict:
             med = float(np.median(r))
     out["median_certified_radius"] = med
     out["max_radius"] = _f(_get(result, "max_radius"))
+    # the bisection stops at max_radius: a median there is a lower bound, shown as "≥ r"
+    out["median_radius_at_cap"] = bool(med is not None and out["max_radius"] is not None
+                                       and med >= out["max_radius"])
     out["n"] = int(_req_attr(result, "n"))
     out["time_s"] = float(_get(result, "time_s", 0.0) or 0.0)
     for name in ("method", "spec", "engine", "device", "set_description", "norm"):
@@ -146,7 +149,7 @@ class SheetEntry:
             set_name=name,
             radii=radii,
             latent_dim=latent_dim,
-            path=getattr(unit_test, "path", None),
+            path=public_name(getattr(unit_test, "path", None)),
             line=getattr(unit_test, "line", None),
         )
         if train_codes is not None:
@@ -158,7 +161,7 @@ class SheetEntry:
         shape = train_codes.shape if hasattr(train_codes, "shape") else np.shape(train_codes)
         d = self.latent_dim or int(shape[-1])
         P, _, _ = set_coordinates(self.set_kind, self.set_vector_or_indices, d, self.radii, self.set_name)
-        stats = CoordinateStats.from_codes(train_codes, P, source or "training codes")
+        stats = CoordinateStats.from_codes(train_codes, P, public_text(source or "training codes"))
         return SheetEntry(**{**self.__dict__, "latent_dim": d, "deployment": stats.to_dict()})
 
     # -- plain JSON

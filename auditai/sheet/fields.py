@@ -8,6 +8,7 @@ import importlib.metadata
 import math
 import os
 import platform
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -112,6 +113,28 @@ def current_versions() -> dict:
 
 
 
+_PATHLIKE = re.compile(r"[^\s]*[/\\][^\s]*")
+
+
+def public_name(source: Any) -> Any:
+    """The name a handed-out sheet gives an input: its file name, never the folders of the
+    machine that built the sheet (the content hash beside it says which file it was).
+    "pkg.module:attr" and names without a folder stay as they are; None stays None."""
+    if source is None:
+        return None
+    s = str(source)
+    if "/" not in s and "\\" not in s:
+        return s
+    return re.split(r"[/\\]", s.rstrip("/\\"))[-1] or s
+
+
+def public_text(text: Any) -> Any:
+    """`text` with every path in it (a word holding / or \\) cut to its file name."""
+    if text is None:
+        return None
+    return _PATHLIKE.sub(lambda m: public_name(m.group(0)), str(text))
+
+
 def model_info(model: Any) -> dict:
     """The model block: source, sha256, sizes, decoder present, class names."""
     if model is None:
@@ -120,7 +143,7 @@ def model_info(model: Any) -> dict:
         return dict(model)
     return _jsonable(
         {
-            "source": _get(model, "source"),
+            "source": public_name(_get(model, "source")),
             "sha256": _get(model, "content_hash"),
             "latent_dim": _get(model, "latent_dim"),
             "num_outputs": _get(model, "num_outputs"),
@@ -138,7 +161,7 @@ def data_info(data: Any) -> dict:
         return dict(data)
     z = _get(data, "z")
     n = None if z is None else int(z.shape[0] if hasattr(z, "shape") else len(z))
-    return _jsonable({"source": _get(data, "source"), "sha256": _get(data, "content_hash"), "n": n})
+    return _jsonable({"source": public_name(_get(data, "source")), "sha256": _get(data, "content_hash"), "n": n})
 
 
 

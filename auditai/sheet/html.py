@@ -28,7 +28,8 @@ th{background:#f2f2f2}td.name,td.text{text-align:left}
 td.fail{background:#fbd5d5;font-weight:bold}td.gated{font-weight:bold}
 .pass{color:#17702a}.FAIL{color:#b00020;font-weight:bold}
 .meta td{text-align:left}.note{color:#555;font-size:.9em}
-figure{display:inline-block;margin:.4em 1em .4em 0}figcaption{font-size:.85em;color:#444}
+figure{display:inline-block;vertical-align:top;margin:.4em 1em .4em 0}figcaption{font-size:.85em;color:#444;max-width:32em}
+ul.verdicts{list-style:none;padding-left:0}ul.verdicts li{margin:.15em 0}
 img{max-width:100%}
 """
 
@@ -110,11 +111,37 @@ def detail_table(sheet: SheetRecord) -> str:
             h.append(
                 f"<tr><td class='name'>{esc(ut.name)}</td><td>{r.eps:g}</td><td>{_num(r.clean_error)}</td>"
                 f"<td>{_num(r.verified_error)}</td><td>{_num(r.falsified_fraction)}</td>"
-                f"<td>{_num(r.unknown_fraction)}</td><td>{_num(r.median_certified_radius)}</td>"
+                f"<td>{_num(r.unknown_fraction)}</td><td>{esc(ut.radius_text(r, _num))}</td>"
                 f"<td class='text'>{gate}</td><td>{r.n}</td><td>{r.time_s:.2f}</td></tr>"
             )
     h.append("</tbody></table>")
+    if any(r.radius_at_cap for ut in sheet.unit_tests for r in ut.rows):
+        h.append("<p class='note'>≥ r: the search for the certified radius stopped at its limit r, "
+                 "so the median radius is at least r.</p>")
     return "".join(h)
+
+
+def verdict_line(ut: UnitTestSheet) -> str:
+    """One line for the top of the page: pass/fail, the worst ε and its verified error
+    against the gate."""
+    r = ut.worst_row()
+    if r is None:
+        return f"<li><b>{esc(ut.name)}</b>: no rows</li>"
+    ve = _num(r.verified_error)
+    if r.gated and r.passed is not None:
+        word, sign = ("pass", "≤") if r.passed else ("FAIL", ">")
+        gate = f"verified error {ve} {sign} gate {_num(r.threshold_error)}"
+        mark = f"<span class='{word}'>{'✓' if r.passed else '✗'} {word}</span>"
+    else:
+        gate = f"verified error {ve} (no gate)"
+        mark = "<span>report only</span>"
+    return (f"<li>{mark} <b>{esc(ut.name)}</b>: worst ε = {r.eps:g}, {gate}; "
+            f"radius (med) {esc(ut.radius_text(r, _num))}</li>")
+
+
+def verdict_lines(sheet: SheetRecord) -> str:
+    """The one-line summary of every unit test, before the tables."""
+    return "<ul class='verdicts'>" + "".join(verdict_line(ut) for ut in sheet.unit_tests) + "</ul>"
 
 
 def deployment_table(sheet: SheetRecord) -> str:
@@ -206,6 +233,7 @@ def to_html(sheet: SheetRecord, model: Any = None, codes: Any = None, n_samples:
     body = [
         f"<h1>Spec-sheet: {esc(title)}</h1>",
         f"<p>{len(sheet.unit_tests)} unit test(s); {esc(verdict)}.</p>",
+        verdict_lines(sheet),
         "<h2>Verified error per unit test and ε</h2>",
         summary_table(sheet),
         "<h2>Per ε</h2>",

@@ -110,7 +110,7 @@ def to_markdown(sheet: SheetRecord) -> str:
                         num(r.verified_error),
                         num(r.falsified_fraction),
                         num(r.unknown_fraction),
-                        num(r.median_certified_radius),
+                        md_escape(ut.radius_text(r, num)),
                         md_escape(gate_text(ut, r.passed)) if r.gated else "(report only)",
                         str(r.n),
                         f"{r.time_s:.2f}",

@@ -37,7 +37,8 @@ def to_model_card(sheet: SheetRecord, name: str | None = None) -> dict:
                     }
                 metrics.append(m)
             if r.median_certified_radius is not None:
-                metrics.append({"type": "median certified radius", "value": f"{r.median_certified_radius:.6g}", "slice": sl})
+                metrics.append({"type": "median certified radius",
+                                "value": ut.radius_text(r, lambda x: f"{x:.6g}"), "slice": sl})
             lo = hi = None
             if ut.deployment is not None:
                 a, b = ut.deployment_range(r.eps)

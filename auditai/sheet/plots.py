@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -158,6 +159,26 @@ def tile(imgs: np.ndarray, rows: int, cols: int, pad: int | None = None) -> np.n
     return grid
 
 
+def fit_labels(fig: Figure, ax: Any, gap_pt: float = 3.0, tries: int = 8) -> Figure:
+    """Grow `fig` (width and height together, so the image grows with it) until its x tick
+    labels do not overlap one another and they and the title lie inside the figure. Measured
+    on the drawn text, so it holds for any font; fonts keep their size in points."""
+    canvas = FigureCanvasAgg(fig)
+    for _ in range(tries):
+        canvas.draw()
+        r = canvas.get_renderer()
+        gap = gap_pt * fig.dpi / 72.0
+        boxes = sorted((t.get_window_extent(r) for t in ax.get_xticklabels() if t.get_text()), key=lambda b: b.x0)
+        texts = [*boxes, ax.title.get_window_extent(r)] if ax.get_title() else boxes
+        overlap = any(a.x1 + gap > b.x0 for a, b in itertools.pairwise(boxes))
+        outside = any(b.x0 < 0 or b.x1 > fig.bbox.width for b in texts)
+        if not (overlap or outside):
+            break
+        w, h = fig.get_size_inches()
+        fig.set_size_inches(w * 1.25, h * 1.25)
+    return fig
+
+
 def strip_figure(grid: np.ndarray, offsets: Sequence[float], title: str, rows: int) -> Figure:
     """A strip grid with its column offsets as x labels."""
     w = grid.shape[1]
@@ -170,7 +191,7 @@ def strip_figure(grid: np.ndarray, offsets: Sequence[float], title: str, rows: i
     ax.set_yticks([])
     ax.set_xlabel("t (offset along the set)", fontsize=8)
     ax.set_title(_short(title), fontsize=9)
-    return fig
+    return fit_labels(fig, ax)
 
 
 def counterexample_grid(decoder: Any, z0: Any, z: Any) -> np.ndarray:
@@ -195,4 +216,4 @@ def image_figure(grid: np.ndarray, title: str, xlabels: Sequence[str] = ()) -> F
         ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(_short(title), fontsize=9)
-    return fig
+    return fit_labels(fig, ax)

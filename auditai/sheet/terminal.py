@@ -36,7 +36,7 @@ def rows(sheet: SheetRecord) -> list[list[str]]:
                     _n(r.verified_error),
                     _n(r.falsified_fraction),
                     _n(r.unknown_fraction),
-                    _n(r.median_certified_radius),
+                    ut.radius_text(r, _n),
                     gate,
                 ]
             )

@@ -31,6 +31,7 @@ class EpsRow:
     passed: bool | None
     n: int
     time_s: float
+    radius_at_cap: bool = False  # the median radius reached the search limit: it is "≥" that
 
     def to_dict(self) -> dict:
         return {
@@ -45,6 +46,7 @@ class EpsRow:
             "passed": self.passed,
             "n": self.n,
             "time_s": self.time_s,
+            "radius_at_cap": self.radius_at_cap,
         }
 
     @classmethod
@@ -62,6 +64,7 @@ class EpsRow:
                 passed=d.get("passed"),
                 n=int(_req(d, "n", where)),
                 time_s=float(d.get("time_s", 0.0)),
+                radius_at_cap=bool(d.get("radius_at_cap", False)),
             )
         except (TypeError, ValueError) as e:
             if isinstance(e, SheetError):
@@ -129,12 +132,30 @@ class UnitTestSheet:
             raise SheetError(f"unit test '{self.name}' has no deployment range (no training codes)")
         return self.deployment.range(eps, self.scale)
 
+    def radius_text(self, row: EpsRow, fmt=None) -> str:
+        """The row's median certified radius as text: "≥ r" when it reached the search limit
+        (the true radius is at least r), "–" when radii were not computed."""
+        r = row.median_certified_radius
+        if r is None:
+            return "–"
+        s = fmt(r) if fmt is not None else f"{r:.3g}"
+        return f"≥ {s}" if row.radius_at_cap else s
+
     def threshold_text(self) -> str:
         if self.max_verified_error is not None:
             return f"≤{self.max_verified_error:g}"
         if self.min_verified_accuracy is not None:
             return f"acc≥{self.min_verified_accuracy:g}"
         return ""
+
+    def worst_row(self) -> EpsRow | None:
+        """The row that decides the verdict at a glance: among the gated rows (all rows when
+        none is gated) the one with the most verified error over its threshold (the largest
+        verified error without one); the larger ε on a tie. None without rows."""
+        rows = [r for r in self.rows if r.gated] or list(self.rows)
+        if not rows:
+            return None
+        return max(rows, key=lambda r: (r.verified_error - (r.threshold_error or 0.0), r.eps))
 
     @property
     def failed(self) -> bool:
@@ -189,6 +210,7 @@ class UnitTestSheet:
                 passed=None if p is None else bool(p),
                 n=int(r["n"]),
                 time_s=share,
+                radius_at_cap=bool(r.get("median_radius_at_cap", False)),
             )
             old = self.row(ep)
             if old is not None:
