@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from auditai.distributed import group as grp
-from auditai.train import (
-    FitResult,
-    Schedule,
-    Schedules,
-    _check_zy,
-    _eps_list,
-    _named_sets,
-    _pack_history,
-    _unpack_history,
-    certified_loss,
-    parse_method,
-    schedules,
-    verified_error,
-)
+from auditai.train_loop import FitResult, _pack_history, _unpack_history
+from auditai.train_loss import _check_zy
+from auditai.train_options import FitOptions, LatentPlan, latent_plan
 
 #: test-only fault injection: "RANK:STEP" makes that rank SIGKILL itself before global step STEP
 #: (first torchrun attempt only)
@@ -48,22 +36,17 @@ TEST_KILL_STEP_ENV = "AUDITAI_TEST_KILL_RANK_AT_STEP"
 class CertifiedLoss(nn.Module):
     """The head wrapped so that `forward` is the certified loss (what DDP wraps)."""
 
-    def __init__(self, head: nn.Module, sets: list, targets: list[float], method: str, reduction: str) -> None:
+    def __init__(self, head: nn.Module, plan: LatentPlan, reduction: str) -> None:
         super().__init__()
         self.head = head
-        self.sets, self.targets, self.method, self.reduction = sets, targets, method, reduction
+        self.plan, self.reduction = plan, reduction
 
     def forward(self, z: Tensor, y: Tensor, frac: float, kappa: float, beta: float, weight: float):
         """(weighted loss, natural loss, robust loss, correct count) of this rank's samples."""
         if z.shape[0] == 0:  # a rank without samples in a short last batch: zero gradients
             zero = sum(p.sum() for p in self.head.parameters()) * 0.0
             return zero, 0.0, 0.0, 0
-        names = [nm for nm, _ in self.sets]
-        loss, (nat, rob) = certified_loss(
-            self.head, z, y, dict(self.sets), {nm: frac * t for nm, t in zip(names, self.targets)},
-            self.method, kappa=kappa, beta=beta, reduction=self.reduction, return_parts=True)
-        with torch.no_grad():
-            ok = int((self.head(z.detach()).argmax(1) == y).sum())
+        loss, nat, rob, ok = self.plan.batch(self.head, z, y, frac, kappa, beta, self.reduction)
         return loss * weight, float(nat), float(rob), ok
 
 
@@ -94,71 +77,47 @@ def fit_ddp(
     eps: Any,
     epochs: int = 20,
     *,
-    method: str = "crown-ibp",
-    lr: float = 5e-4,
-    weight_decay: float = 0.0,
-    batch_size: int = 256,
-    warmup: int = 5,
-    ramp: int | None = None,
-    schedule: str = "smoothed",
-    kappa_end: float = 0.0,
-    crown_ibp_mix: bool = True,
     reduction: str = "mean",
-    seed: int = 0,
-    eval_data: tuple[Tensor, Tensor] | None = None,
-    eval_method: str | None = None,
-    eval_limit: int | None = 2000,
-    eval_every: int = 1,
-    checkpoint: str | Path | None = None,
     checkpoint_every: int = 0,
-    resume: bool = False,
-    progress: bool = False,
-    log: Callable[[str], None] | None = print,
     device: str = "auto",
+    options: FitOptions | None = None,
+    **opts: Any,
 ) -> FitResult:
     """`auditai.train.fit` on latent codes under torchrun (DDP), or in one process without it.
 
-    Every rank holds the codes; the head ends identical on every rank. `checkpoint` is written
-    by rank 0 after every epoch and every `checkpoint_every` steps (0: epochs only); it is
-    loaded when `resume` or on a torchrun restart. Only rank 0 evaluates and logs.
+    The options are `fit`'s (`FitOptions`, or its fields as keywords; `progress` is ignored:
+    one line per epoch is enough across ranks). Every rank holds the codes; the head ends
+    identical on every rank. `checkpoint` is written by rank 0 after every epoch and every
+    `checkpoint_every` steps (0: epochs only); it is loaded when `resume` or on a torchrun
+    restart. Only rank 0 evaluates and logs.
     """
-    del progress  # one line per epoch is enough across ranks
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    sets = _named_sets(latents)
-    targets = _eps_list(eps, len(sets), [nm for nm, _ in sets])
-    method = parse_method(method)
-    eval_method = parse_method(eval_method or method)
+    o = FitOptions.build(options, opts, "fit_ddp")
+    plan = latent_plan(latents, eps, epochs, o)
     z, y = _check_zy(z, y)
-    n = z.shape[0]
-    if n == 0:
+    if z.shape[0] == 0:
         raise ValueError("no training samples")
-    sched = schedules(epochs, warmup, ramp, schedule, kappa_end)
-    if not crown_ibp_mix:
-        sched = Schedules(sched.eps, sched.kappa, Schedule(1.0, 1.0, warmup, 0, "linear"))
     g = grp.init_group(device)
     try:
-        return _loop(g, head, z, y, sets, targets, epochs, sched, method, eval_method, lr, weight_decay,
-                     batch_size, reduction, seed, eval_data, eval_limit, eval_every, checkpoint,
-                     checkpoint_every, resume or grp.restart_count() > 0, log)
+        return _loop(g, head, z, y, plan, o, epochs, reduction, checkpoint_every,
+                     o.resume or grp.restart_count() > 0)
     finally:
         g.close()
 
 
-def _loop(g: grp.Group, head, z, y, sets, targets, epochs, sched, method, eval_method, lr, weight_decay,
-          batch_size, reduction, seed, eval_data, eval_limit, eval_every, checkpoint, checkpoint_every,
-          resume, log) -> FitResult:
+def _loop(g: grp.Group, head: nn.Module, z: Tensor, y: Tensor, plan: LatentPlan, o: FitOptions, epochs: int,
+          reduction: str, checkpoint_every: int, resume: bool) -> FitResult:
     dev = torch.device(g.device)
+    sched, batch_size, seed, log, eval_every = plan.sched, o.batch_size, o.seed, o.log, o.eval_every
     n = z.shape[0]
     head.to(dev)
     z, y = z.to(dev), y.to(dev)
     params = [p for p in head.parameters() if p.requires_grad]
     if not params:
         raise ValueError("nothing to train: the head has no parameters that require gradients")
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
     result, start_epoch, start_batch, step = FitResult(), 0, 0, 0
     sums = torch.zeros(4, dtype=torch.float64)  # loss, natural, robust, correct of the epoch so far
-    ck = Path(checkpoint) if checkpoint is not None else None
+    ck = Path(o.checkpoint) if o.checkpoint is not None else None
     if ck is not None and resume and ck.is_file():
         state = torch.load(ck, map_location="cpu", weights_only=True)
         head.load_state_dict(state["head"])
@@ -169,16 +128,15 @@ def _loop(g: grp.Group, head, z, y, sets, targets, epochs, sched, method, eval_m
         result.history = list(_unpack_history(state.get("history", {})))
         if log and g.rank == 0:
             log(f"resumed from {ck} at epoch {start_epoch + 1}, batch {start_batch + 1} (step {step})")
-    module: nn.Module = CertifiedLoss(head, sets, targets, method, reduction)
+    module: nn.Module = CertifiedLoss(head, plan, reduction)
     if g.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         module = DDP(module, device_ids=[dev.index] if dev.type == "cuda" else None)
     head.eval()  # bounds treat BatchNorm/Dropout as fixed (eval) layers: train what is bounded
     nb = max(1, math.ceil(n / batch_size))
-    lim = n if eval_limit is None else min(n, eval_limit)
-    ev_z, ev_y = (z[:lim], y[:lim]) if eval_data is None else (
-        torch.as_tensor(eval_data[0]).to(dev), torch.as_tensor(eval_data[1]).long().flatten().to(dev))
+    ev_z, ev_y = o.eval_split(z, y)
+    ev_z, ev_y = torch.as_tensor(ev_z).to(dev), ev_y.to(dev)
 
     def checkpoint_now(epoch: int, batch: int) -> None:
         if ck is None or g.rank != 0:
@@ -227,11 +185,7 @@ def _loop(g: grp.Group, head, z, y, sets, targets, epochs, sched, method, eval_m
                "loss": float(sums[0]) / n, "natural_loss": float(sums[1]) / n,
                "robust_loss": float(sums[2]) / n, "train_accuracy": float(sums[3]) / n}
         if g.rank == 0 and eval_every and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
-            with torch.no_grad():
-                clean = 1.0 - (head(ev_z).argmax(1) == ev_y).float().mean().item()
-            rec["clean_error"] = clean
-            rec["verified_error"] = {nm: verified_error(head, ev_z, ev_y, kind, t, eval_method)
-                                     for (nm, kind), t in zip(sets, targets)}
+            rec.update(plan.evaluate(head, ev_z, ev_y))
         rec["time_s"] = time.perf_counter() - t0
         result.history.append(rec)
         if log and g.rank == 0:

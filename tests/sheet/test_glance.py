@@ -4,6 +4,7 @@ opens with one verdict line per unit test."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 
@@ -113,7 +114,7 @@ def test_strip_labels_do_not_overlap(toy_model):
     grid, ts = plots.image_strip(toy_model.decoder, np.zeros((1, D)), np.eye(D)[0], [0.25, 0.5, 1.0, 2.0, 4.0])
     boxes, title, width = _label_boxes(plots.strip_figure(grid, ts, "pose: t along 'pose' from −ε to +ε", rows=1))
     assert len(boxes) == len(offsets)
-    assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:]))
+    assert all(a.x1 < b.x0 for a, b in itertools.pairwise(boxes))
     assert all(0 <= b.x0 and b.x1 <= width for b in [*boxes, title])
 
 
