@@ -22,7 +22,7 @@ def _same(a: nn.Module, b: nn.Module) -> bool:
 def test_options_and_keywords_train_the_same_head():
     torch.set_num_threads(1)
     z, y = clusters(120)
-    kw = dict(warmup=1, lr=5e-3, batch_size=40, seed=3, eval_limit=50, progress=False, log=None)
+    kw = {"warmup": 1, "lr": 5e-3, "batch_size": 40, "seed": 3, "eval_limit": 50, "progress": False, "log": None}
     by_kw, by_opts, mixed = mlp(), mlp(), mlp()
     r1 = fit(by_kw, z, y, BOX, 0.3, epochs=3, **kw)
     r2 = fit(by_opts, z, y, BOX, 0.3, epochs=3, options=FitOptions(**kw))
