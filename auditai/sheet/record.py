@@ -38,6 +38,8 @@ from auditai.sheet.fields import (  # noqa: F401  (re-exported: their home befor
     gate_passes,
     model_info,
     new_file_mode,
+    public_name,
+    public_text,
     threshold_error,
     write_atomic,
 )
@@ -82,7 +84,7 @@ class SheetRecord:
         """A sheet from `entries`: `SheetEntry`s, their dicts, or `(UnitTest, VerificationResult,
         set_info)` tuples. Deployment ranges come from `train_codes` (N×d); without them, from
         `data.z` (the sheet then names the data as their source)."""
-        sheet = cls(device=str(device), method=method, engine=engine, suite=suite)
+        sheet = cls(device=str(device), method=method, engine=engine, suite=public_text(suite))
         sheet.model = model_info(model)
         sheet.data = data_info(data)
         codes, source = train_codes, "training codes"

@@ -77,9 +77,11 @@ def test_no_folder_of_the_building_machine_in_the_sheet(codes, tmp_path):
                           "source": str(tmp_path / "data" / "eval.npz")})()
     ut = UnitTest(name="pose", set={"direction": "pose"}, eps=(1.0,), max_verified_error=0.2,
                   path=str(tmp_path / "suites" / "test_pose.py"), line=7)
-    sheet = SpecSheet.from_results([(ut, make_result([1.0], [0.1]), Direction(V, "pose"))], model=model, data=data)
+    sheet = SpecSheet.from_results([(ut, make_result([1.0], [0.1]), Direction(V, "pose"))], model=model, data=data,
+                                   suite=f"{tmp_path / 'suites' / 'shapes.yaml'}, tests.test_pose")
     text = sheet.to_json() + sheet.to_markdown() + sheet.to_html()
     assert str(tmp_path) not in text and "/models/" not in text
+    assert sheet.suite == "shapes.yaml, tests.test_pose"
     assert sheet.model["source"] == "toy.auditai" and sheet.model["sha256"] == "ab" * 32
     assert sheet.data["source"] == "eval.npz" and sheet.data["sha256"] == "cd" * 32
     ut_sheet = sheet.unit_test("pose")
