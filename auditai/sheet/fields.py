@@ -135,12 +135,20 @@ def public_text(text: Any) -> Any:
     return _PATHLIKE.sub(lambda m: public_name(m.group(0)), str(text))
 
 
+def _named(block: dict) -> dict:
+    """A copy of a model/data block with its source cut to the file name."""
+    out = dict(block)
+    if out.get("source") is not None:
+        out["source"] = public_name(out["source"])
+    return out
+
+
 def model_info(model: Any) -> dict:
     """The model block: source, sha256, sizes, decoder present, class names."""
     if model is None:
         return {}
     if isinstance(model, dict):
-        return dict(model)
+        return _named(model)
     return _jsonable(
         {
             "source": public_name(_get(model, "source")),
@@ -158,7 +166,7 @@ def data_info(data: Any) -> dict:
     if data is None:
         return {}
     if isinstance(data, dict) and "z" not in data:
-        return dict(data)
+        return _named(data)
     z = _get(data, "z")
     n = None if z is None else int(z.shape[0] if hasattr(z, "shape") else len(z))
     return _jsonable({"source": public_name(_get(data, "source")), "sha256": _get(data, "content_hash"), "n": n})

@@ -84,6 +84,10 @@ def test_no_folder_of_the_building_machine_in_the_sheet(codes, tmp_path):
     assert sheet.suite == "shapes.yaml, tests.test_pose"
     assert sheet.model["source"] == "toy.auditai" and sheet.model["sha256"] == "ab" * 32
     assert sheet.data["source"] == "eval.npz" and sheet.data["sha256"] == "cd" * 32
+    # the blocks as the plugin passes them (dicts) lose their folders too
+    blocks = SpecSheet.from_results([], model={"source": model.source, "sha256": "ab" * 32},
+                                    data={"source": data.source, "sha256": "cd" * 32, "n": 40})
+    assert blocks.model["source"] == "toy.auditai" and blocks.data == {"source": "eval.npz", "sha256": "cd" * 32, "n": 40}
     ut_sheet = sheet.unit_test("pose")
     assert ut_sheet.path == "test_pose.py" and ut_sheet.line == 7
     assert ut_sheet.deployment.source == "evaluation data eval.npz"
