@@ -1,0 +1,722 @@
+"""Read an ONNX network into the graph IR (`auditai.bounds.graph`): any DAG of supported ops.
+
+The graph is read **per sample**: every value is interpreted as the network computes it for a
+batch of one, so a reshape to a fixed batch of 1 (``[1, -1]``), a per-feature constant of shape
+``[1, 1, 5]`` or ``Shape → Gather → Concat → Reshape`` chains (folded with batch 1) all mean what
+they mean for one sample. Each live value (one that depends on the input) is an IR node in one of
+two forms: *batched* (its ONNX shape is ``[1, *ir_shape]``: ONNX axis 0 is the sample axis) or
+*unbatched* (its ONNX shape is the IR shape itself, e.g. after a ``Reshape`` to ``[784]``).
+Converting between them is a reshape; ops that need a batch axis (Conv, pooling, BatchNorm,
+Resize) take the batched form.
+
+Constants and subgraphs of constants are folded with `onnx.reference.ReferenceEvaluator` (the
+standard ops' own reference code; nothing from the file is run). Every node without a rule is
+collected and reported in one UnsupportedLayerError naming each node and its op type.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from auditai.bounds.graph import Graph, GraphModule, Node, apply
+from auditai.errors import ModelFileError, UnsupportedLayerError
+
+_ACT = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid"}
+_PASS = {"Identity", "Dropout"}
+
+
+class _Unsupported(Exception):
+    pass
+
+
+class _Val:
+    """A live value: IR node `idx`; `full` its ONNX shape for a batch of one; `batched`: full = (1, *ir)."""
+
+    __slots__ = ("idx", "full", "batched")
+
+    def __init__(self, idx: int, full: Tuple[int, ...], batched: bool) -> None:
+        self.idx, self.full, self.batched = idx, tuple(int(s) for s in full), batched
+
+    @property
+    def ir(self) -> Tuple[int, ...]:
+        return self.full[1:] if self.batched else self.full
+
+
+def _attrs(node) -> Dict[str, Any]:
+    from onnx import helper
+
+    out = {}
+    for a in node.attribute:
+        v = helper.get_attribute_value(a)
+        out[a.name] = v.decode() if isinstance(v, bytes) else v
+    return out
+
+
+class _Reader:
+    def __init__(self, where: str, opset: int) -> None:
+        self.where, self.opset = where, opset
+        self.nodes: List[Node] = []
+        self.consts: Dict[str, np.ndarray] = {}
+        self.live: Dict[str, _Val] = {}
+        self.poison: set = set()
+        self.unsupported: List[Tuple[str, str, str]] = []
+
+    # ---------------------------------------------------------------- building blocks
+    def add(self, name: str, op: str, ins: Sequence[_Val], attrs: Optional[dict] = None,
+            consts: Optional[Dict[str, Any]] = None, where: str = "") -> int:
+        cs = {k: (torch.as_tensor(np.ascontiguousarray(v)).float() if isinstance(v, np.ndarray) else v)
+              for k, v in (consts or {}).items()}
+        n = Node(name, op, tuple(v.idx for v in ins), attrs or {}, cs, (), where or name)
+        with torch.no_grad():
+            y = apply(n, *[torch.zeros(1, *v.ir) for v in ins])
+        n.shape = tuple(int(s) for s in y.shape[1:])
+        self.nodes.append(n)
+        return len(self.nodes) - 1
+
+    def reshape(self, v: _Val, full: Sequence[int], batched: Optional[bool] = None, name: str = "") -> _Val:
+        full = tuple(int(s) for s in full)
+        if math.prod(full) != math.prod(v.full):
+            raise _Unsupported(f"a reshape of {list(v.full)} to {list(full)}")
+        if batched is None:
+            batched = len(full) >= 1 and full[0] == 1
+        ir = full[1:] if batched else full
+        if ir == v.ir:
+            return _Val(v.idx, full, batched)
+        idx = self.add(name or f"reshape_{len(self.nodes)}", "reshape", [v], {"shape": list(ir)})
+        return _Val(idx, full, batched)
+
+    def unbatched(self, v: _Val) -> _Val:
+        return v if not v.batched else self.reshape(v, v.full, False)
+
+    def batched(self, v: _Val) -> _Val:
+        if v.batched:
+            return v
+        if not v.full or v.full[0] != 1:
+            raise _Unsupported(f"an input of shape {list(v.full)} whose first axis is not a batch of 1")
+        return self.reshape(v, v.full, True)
+
+    def axis_dim(self, v: _Val, axes: Sequence[int]) -> Tuple[_Val, int]:
+        """(v in a form where the ONNX axes are per-sample dims, offset to subtract)."""
+        if v.batched and 0 in axes:
+            v = self.unbatched(v)
+        return v, (1 if v.batched else 0)
+
+    def const(self, name: str) -> np.ndarray:
+        if name not in self.consts:
+            raise _Unsupported(f"input {name!r} must be a constant")
+        return self.consts[name]
+
+    def opt_const(self, node, i: int) -> Optional[np.ndarray]:
+        return self.const(node.input[i]) if len(node.input) > i and node.input[i] else None
+
+    # ---------------------------------------------------------------- constant folding
+    def fold(self, node) -> None:
+        from onnx.reference import ReferenceEvaluator
+
+        from onnx import helper
+
+        feeds = {i: np.asarray(self.consts[i]) for i in node.input if i}
+        try:
+            ins = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+                   for k, v in feeds.items()]
+            outs_vi = [helper.make_empty_tensor_value_info(o) for o in node.output if o]
+            m = helper.make_model(helper.make_graph([node], "fold", ins, outs_vi),
+                                  opset_imports=[helper.make_opsetid("", self.opset)])
+            outs = ReferenceEvaluator(m).run(None, feeds)
+        except Exception as e:  # noqa: BLE001 - the reference code raises many kinds
+            raise _Unsupported(f"cannot fold this constant node ({type(e).__name__}: {e})") from None
+        for name, val in zip([o for o in node.output if o], outs):
+            if name:
+                self.consts[name] = np.asarray(val)
+
+    # ---------------------------------------------------------------- one node
+    def read(self, node, where: str) -> None:
+        op, at = node.op_type, _attrs(node)
+        if node.domain not in ("", "ai.onnx"):
+            raise _Unsupported(f"operator domain {node.domain!r}")
+        if op == "Constant":
+            self.fold(node)
+            return
+        live_in = [i for i in node.input if i in self.live]
+        if op in ("Shape", "Size") and live_in:
+            full = np.array(self.live[node.input[0]].full, dtype=np.int64)
+            if op == "Size":
+                self.consts[node.output[0]] = np.array(int(np.prod(full)), dtype=np.int64)
+            else:
+                s, e = at.get("start", 0), at.get("end", None)
+                self.consts[node.output[0]] = full[s:e]
+            return
+        if not live_in:
+            self.fold(node)
+            return
+        x = self.live[node.input[0]] if node.input[0] in self.live else None
+        out = self._op(node, op, at, x, where)
+        self.live[node.output[0]] = out
+
+    def _op(self, node, op: str, at: dict, x: Optional[_Val], w: str) -> _Val:
+        nm = node.name or node.output[0]
+        if x is None and op not in ("Add", "Mul", "Sub", "Concat", "Sum"):
+            raise _Unsupported("its first input is a constant and a later one depends on the input")
+        if op in _PASS or (op == "Cast" and at.get("to") in (1, 10, 11, 16)):
+            if op == "Dropout" and len(node.output) > 1 and node.output[1]:
+                self.consts[node.output[1]] = np.ones(x.full, dtype=bool)
+            return x
+        if op in _ACT:
+            return self._ew(x, nm, _ACT[op], {}, w)
+        if op == "LeakyRelu":
+            return self._ew(x, nm, "leaky_relu", {"slope": float(at.get("alpha", 0.01))}, w)
+        if op == "Elu":
+            return self._ew(x, nm, "elu", {"alpha": float(at.get("alpha", 1.0))}, w)
+        if op == "Softplus":
+            return self._ew(x, nm, "softplus", {"beta": 1.0, "threshold": 20.0}, w)
+        if op == "Gelu":
+            return self._ew(x, nm, "gelu", {"approximate": at.get("approximate", "none")}, w)
+        if op == "Clip":
+            lo, hi = at.get("min"), at.get("max")
+            if lo is None and self.opt_const(node, 1) is not None:
+                lo = float(self.opt_const(node, 1))
+            if hi is None and self.opt_const(node, 2) is not None:
+                hi = float(self.opt_const(node, 2))
+            return self._ew(x, nm, "hardtanh", {"min": -math.inf if lo is None else float(lo),
+                                                "max": math.inf if hi is None else float(hi)}, w)
+        if op == "Neg":
+            return self._ew(x, nm, "neg", {}, w)
+        if op in ("Add", "Sub", "Mul", "Div", "Sum"):
+            return self._arith(node, op, nm, w)
+        if op == "Gemm":
+            return self._gemm(node, at, x, nm, w)
+        if op == "MatMul":
+            b = self.const(node.input[1]).astype(np.float64)
+            if b.ndim == 2:
+                return self._linear(x, b.T, None, nm, w)
+            if b.ndim == 1:
+                y = self._linear(x, b[None, :], None, nm, w)
+                return self.reshape(y, y.full[:-1], name=nm + "_squeeze")
+            raise _Unsupported(f"a MatMul by a constant of shape {list(b.shape)}")
+        if op in ("Conv", "ConvTranspose"):
+            return self._conv(node, op, at, x, nm, w)
+        if op == "BatchNormalization":
+            if at.get("training_mode", 0):
+                raise _Unsupported("BatchNormalization in training mode")
+            if len([o for o in node.output if o]) > 1:
+                raise _Unsupported("BatchNormalization with running-statistics outputs (training)")
+            s, b, mean, var = (self.const(node.input[i]).astype(np.float64) for i in range(1, 5))
+            scale = s / np.sqrt(var + float(at.get("epsilon", 1e-5)))
+            x = self.batched(x)
+            view = (-1,) + (1,) * (len(x.ir) - 1)
+            idx = self.add(nm, "scale_shift", [x], {}, {"scale": scale.reshape(view),
+                                                        "shift": (b - mean * scale).reshape(view)}, w)
+            return _Val(idx, x.full, True)
+        if op == "Concat":
+            return self._concat(node, at, nm, w)
+        if op == "Reshape":
+            shape = [int(s) for s in self.const(node.input[1]).reshape(-1)]
+            if not at.get("allowzero", 0):
+                shape = [x.full[i] if s == 0 else s for i, s in enumerate(shape)]
+            if shape.count(-1) == 1:
+                known = math.prod(s for s in shape if s != -1)
+                shape[shape.index(-1)] = math.prod(x.full) // max(1, known)
+            return self.reshape(x, shape, name=nm)
+        if op == "Flatten":
+            a = at.get("axis", 1) % (len(x.full) + 1) if x.full else 0
+            return self.reshape(x, (math.prod(x.full[:a]), math.prod(x.full[a:])), name=nm)
+        if op in ("Squeeze", "Unsqueeze"):
+            axes = at.get("axes")
+            if axes is None and len(node.input) > 1 and node.input[1]:
+                axes = [int(a) for a in self.const(node.input[1]).reshape(-1)]
+            full = list(x.full)
+            if op == "Squeeze":
+                axes = [a % len(full) for a in axes] if axes is not None else [i for i, s in enumerate(full) if s == 1]
+                if any(full[a] != 1 for a in axes):
+                    raise _Unsupported(f"Squeeze of axes {axes} of shape {full}")
+                full = [s for i, s in enumerate(full) if i not in axes]
+            else:
+                r = len(full) + len(axes)
+                for a in sorted(a % r for a in axes):
+                    full.insert(a, 1)
+            return self.reshape(x, full, name=nm)
+        if op == "Transpose":
+            perm = list(at.get("perm", list(range(len(x.full)))[::-1]))
+            if x.batched and perm[0] == 0:
+                idx = self.add(nm, "permute", [x], {"dims": [p - 1 for p in perm[1:]]}, {}, w)
+                return _Val(idx, tuple(x.full[p] for p in perm), True)
+            x = self.unbatched(x)
+            idx = self.add(nm, "permute", [x], {"dims": perm}, {}, w)
+            return _Val(idx, tuple(x.full[p] for p in perm), False)
+        if op in ("Slice", "Split", "Gather"):
+            return self._select(node, op, at, x, nm, w)
+        if op == "Pad":
+            return self._pad(node, at, x, nm, w)
+        if op in ("AveragePool", "MaxPool"):
+            return self._pool(node, op, at, x, nm, w)
+        if op == "GlobalAveragePool":
+            x = self.batched(x)
+            idx = self.add(nm, "mean", [x], {"dims": list(range(1, len(x.ir))), "keepdim": True}, {}, w)
+            return _Val(idx, (1,) + self.nodes[idx].shape, True)
+        if op in ("ReduceMean", "ReduceSum"):
+            axes = at.get("axes")
+            if axes is None and len(node.input) > 1 and node.input[1]:
+                axes = [int(a) for a in self.const(node.input[1]).reshape(-1)]
+            if not axes:
+                if at.get("noop_with_empty_axes", 0):
+                    return x
+                axes = list(range(len(x.full)))
+            axes = sorted(a % len(x.full) for a in axes)
+            keep = bool(at.get("keepdims", 1))
+            x, off = self.axis_dim(x, axes)
+            idx = self.add(nm, "mean", [x], {"dims": [a - off for a in axes], "keepdim": keep}, {}, w)
+            full = [1 if i in axes else s for i, s in enumerate(x.full)] if keep else \
+                [s for i, s in enumerate(x.full) if i not in axes]
+            v = _Val(idx, full, x.batched)
+            if op == "ReduceSum":
+                k = float(math.prod(x.full[a] for a in axes))
+                v = _Val(self.add(nm + "_sum", "mul_const", [v], {}, {"value": np.array(k)}, w), v.full, v.batched)
+            return v
+        if op in ("Resize", "Upsample"):
+            return self._resize(node, op, at, x, nm, w)
+        raise _Unsupported("no bound rule for this operator")
+
+    # ---------------------------------------------------------------- op families
+    def _ew(self, x: _Val, nm: str, op: str, attrs: dict, w: str) -> _Val:
+        return _Val(self.add(nm, op, [x], attrs, {}, w), x.full, x.batched)
+
+    def _arith(self, node, op: str, nm: str, w: str) -> _Val:
+        ins = [i for i in node.input if i]
+        if op == "Sum" and len(ins) == 1:
+            return self.live[ins[0]]
+        if len(ins) != 2:
+            raise _Unsupported(f"{op} of {len(ins)} inputs")
+        a, b = ins
+        if a in self.live and b in self.live:
+            if op not in ("Add", "Sub", "Sum"):
+                raise _Unsupported(f"{op} of two values that both depend on the input")
+            va, vb = self.live[a], self.live[b]
+            if va.full != vb.full:
+                raise _Unsupported(f"{op} of two branches of shapes {list(va.full)} and {list(vb.full)} (broadcast)")
+            if va.batched != vb.batched:
+                va, vb = self.unbatched(va), self.unbatched(vb)
+            return _Val(self.add(nm, "sub" if op == "Sub" else "add", [va, vb], {}, {}, w), va.full, va.batched)
+        x_first = a in self.live
+        x = self.live[a if x_first else b]
+        c = self.const(b if x_first else a).astype(np.float64)
+        out = tuple(np.broadcast_shapes(x.full, c.shape))
+        if out != x.full:  # the constant broadcasts the value up: expand it first, per sample
+            x = self.reshape(self.unbatched(x), (1,) * (len(out) - len(x.full)) + x.full, False)
+            if x.full != out:
+                x = _Val(self.add(nm + "_expand", "mul_const", [x], {}, {"value": np.ones(out)}, w), out, False)
+        if x.batched:
+            c = c.reshape((1,) * (len(x.full) - c.ndim) + c.shape)[0]
+        if op == "Div":
+            if not x_first:
+                raise _Unsupported("division by a value that depends on the input")
+            if (c == 0).any():
+                raise _Unsupported("division by zero")
+            return _Val(self.add(nm, "mul_const", [x], {}, {"value": 1.0 / c}, w), x.full, x.batched)
+        if op == "Mul":
+            return _Val(self.add(nm, "mul_const", [x], {}, {"value": c}, w), x.full, x.batched)
+        if op == "Sub":
+            if not x_first:
+                x = _Val(self.add(nm + "_neg", "neg", [x], {}, {}, w), x.full, x.batched)
+            else:
+                c = -c
+        return _Val(self.add(nm, "add_const", [x], {}, {"value": c}, w), x.full, x.batched)
+
+    def _linear(self, x: _Val, wt: np.ndarray, bias: Optional[np.ndarray], nm: str, w: str) -> _Val:
+        """y = x·wtᵀ + bias over the last axis; wt (out, in)."""
+        if not x.full or x.full[-1] != wt.shape[1]:
+            raise _Unsupported(f"a matrix product of shape {list(x.full)} by a weight of {wt.shape[1]} inputs")
+        consts = {"weight": wt}
+        full = x.full[:-1] + (wt.shape[0],)
+        if bias is not None:
+            bias = np.asarray(bias, dtype=np.float64)
+            if bias.size in (1, wt.shape[0]) and np.broadcast_shapes(full, bias.shape) == full and \
+                    all(s == 1 for s in bias.shape[:-1]):
+                consts["bias"] = np.broadcast_to(bias.reshape(-1), (wt.shape[0],)).copy()
+                bias = None
+        v = _Val(self.add(nm, "linear", [x], {}, consts, w), full, x.batched)
+        if bias is None:
+            return v
+        if v.batched:
+            bias = bias.reshape((1,) * (len(full) - bias.ndim) + bias.shape)[0]
+        return _Val(self.add(nm + "_bias", "add_const", [v], {}, {"value": bias}, w), full, v.batched)
+
+    def _gemm(self, node, at: dict, x: _Val, nm: str, w: str) -> _Val:
+        if node.input[0] not in self.live:
+            raise _Unsupported("a Gemm whose input is B (the constant is A)")
+        if len(x.full) != 2:
+            raise _Unsupported(f"a Gemm of a value of shape {list(x.full)}")
+        if at.get("transA", 0):
+            x = self.unbatched(x)
+            x = _Val(self.add(nm + "_transA", "permute", [x], {"dims": [1, 0]}, {}, w), x.full[::-1], False)
+        b = self.const(node.input[1]).astype(np.float64)
+        wt = (b if at.get("transB", 0) else b.T) * float(at.get("alpha", 1.0))
+        c = self.opt_const(node, 2)
+        bias = None if c is None else c.astype(np.float64) * float(at.get("beta", 1.0))
+        return self._linear(x, wt, bias, nm, w)
+
+    def _conv(self, node, op: str, at: dict, x: _Val, nm: str, w: str) -> _Val:
+        wt = self.const(node.input[1]).astype(np.float64)
+        nd = wt.ndim - 2
+        if at.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+            raise _Unsupported(f"auto_pad={at['auto_pad']}; export with explicit pads")
+        if "output_shape" in at:
+            raise _Unsupported("ConvTranspose with output_shape; export with pads and output_padding")
+        x = self.batched(x)
+        pads = list(at.get("pads", [0] * 2 * nd))
+        begin, end = pads[:nd], pads[nd:]
+        sym = begin == end
+        if not sym and op == "Conv":
+            x = self._pad_ir(x, begin, end, nm + "_pad", w)
+            begin = [0] * nd
+        attrs = {"stride": list(at.get("strides", [1] * nd)), "padding": begin if sym or op == "Conv" else [0] * nd,
+                 "dilation": list(at.get("dilations", [1] * nd)), "groups": int(at.get("group", 1))}
+        consts = {"weight": wt}
+        b = self.opt_const(node, 2)
+        if b is not None:
+            consts["bias"] = b.astype(np.float64)
+        kind = "conv"
+        if op == "ConvTranspose":
+            kind = "conv_transpose"
+            attrs["output_padding"] = list(at.get("output_padding", [0] * nd))
+        idx = self.add(nm, kind, [x], attrs, consts, w)
+        v = _Val(idx, (1,) + self.nodes[idx].shape, True)
+        if op == "ConvTranspose" and not sym:  # asymmetric pads crop the full output: a negative pad
+            v = self._pad_ir(v, [-p for p in begin], [-p for p in end], nm + "_crop", w)
+        return v
+
+    def _pad_ir(self, x: _Val, begin: Sequence[int], end: Sequence[int], nm: str, w: str,
+                value: float = 0.0) -> _Val:
+        """Pad the last len(begin) IR dims of x (torch F.pad order: last dim first)."""
+        pads: List[int] = []
+        for b, e in zip(reversed(list(begin)), reversed(list(end))):
+            pads += [int(b), int(e)]
+        idx = self.add(nm, "pad", [x], {"pads": pads, "value": float(value)}, {}, w)
+        ir = self.nodes[idx].shape
+        return _Val(idx, ((1,) + ir) if x.batched else ir, x.batched)
+
+    def _pad(self, node, at: dict, x: _Val, nm: str, w: str) -> _Val:
+        if at.get("mode", "constant") != "constant":
+            raise _Unsupported(f"Pad mode {at['mode']!r}")
+        pads = at.get("pads")
+        if pads is None:
+            pads = [int(p) for p in self.const(node.input[1]).reshape(-1)]
+        value = at.get("value", 0.0)
+        cv = self.opt_const(node, 2)
+        if cv is not None and cv.size:
+            value = float(cv.reshape(-1)[0])
+        r = len(x.full)
+        axes = list(range(r))
+        ax = self.opt_const(node, 3)
+        if ax is not None:
+            axes = [int(a) % r for a in ax.reshape(-1)]
+        k = len(axes)
+        begin, end = [0] * r, [0] * r
+        for i, a in enumerate(axes):
+            begin[a], end[a] = pads[i], pads[k + i]
+        used = [a for a in range(r) if begin[a] or end[a]]
+        x, off = self.axis_dim(x, used)
+        first = off
+        return self._pad_ir(x, begin[first:], end[first:], nm, w, value)
+
+    def _pool(self, node, op: str, at: dict, x: _Val, nm: str, w: str) -> _Val:
+        if len([o for o in node.output if o]) > 1:
+            raise _Unsupported("MaxPool with its indices output")
+        if at.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+            raise _Unsupported(f"auto_pad={at['auto_pad']}; export with explicit pads")
+        if at.get("ceil_mode", 0):
+            raise _Unsupported("ceil_mode=1")
+        k = list(at["kernel_shape"])
+        nd = len(k)
+        if nd not in (1, 2):
+            raise _Unsupported(f"pooling over {nd} spatial dims")
+        x = self.batched(x)
+        pads = list(at.get("pads", [0] * 2 * nd))
+        begin, end = pads[:nd], pads[nd:]
+        attrs: Dict[str, Any] = {"kernel": k, "stride": list(at.get("strides", [1] * nd))}
+        if op == "MaxPool":
+            if begin != end:
+                raise _Unsupported(f"MaxPool with asymmetric pads {pads}")
+            if at.get("storage_order", 0):
+                raise _Unsupported("MaxPool with storage_order=1")
+            attrs.update(padding=begin, dilation=list(at.get("dilations", [1] * nd)))
+            kind = "maxpool"
+        else:
+            if any(d != 1 for d in at.get("dilations", [1] * nd)):
+                raise _Unsupported("AveragePool with dilations")
+            include = bool(at.get("count_include_pad", 0))
+            if begin != end:
+                if not include:
+                    raise _Unsupported(f"AveragePool with asymmetric pads {pads} and count_include_pad=0")
+                x = self._pad_ir(x, begin, end, nm + "_pad", w)
+                begin = [0] * nd
+            attrs.update(padding=begin, count_include_pad=include or not any(begin), divisor=None)
+            kind = "avgpool"
+        idx = self.add(nm, kind, [x], attrs, {}, w)
+        return _Val(idx, (1,) + self.nodes[idx].shape, True)
+
+    def _concat(self, node, at: dict, nm: str, w: str) -> _Val:
+        names = [i for i in node.input if i]
+        if not all(i in self.live for i in names):
+            raise _Unsupported("a Concat of values with constants")
+        vals = [self.live[i] for i in names]
+        r = len(vals[0].full)
+        a = int(at["axis"]) % r
+        if a == 0 or not all(v.batched for v in vals):
+            vals = [self.unbatched(v) for v in vals]
+        off = 1 if vals[0].batched else 0
+        idx = self.add(nm, "cat", vals, {"dim": a - off}, {}, w)
+        full = list(vals[0].full)
+        full[a] = sum(v.full[a] for v in vals)
+        return _Val(idx, full, vals[0].batched)
+
+    def _slice(self, x: _Val, axis: int, start: int, length: int, step: int, nm: str, w: str) -> _Val:
+        x, off = self.axis_dim(x, [axis])
+        full = list(x.full)
+        full[axis] = length
+        if length == x.full[axis] and step == 1:
+            return x
+        if length <= 0:
+            raise _Unsupported("an empty slice")
+        idx = self.add(nm, "slice", [x], {"dim": axis - off, "start": start, "length": length, "step": step}, {}, w)
+        return _Val(idx, full, x.batched)
+
+    def _select(self, node, op: str, at: dict, x: _Val, nm: str, w: str) -> _Val:
+        r = len(x.full)
+        if op == "Gather":
+            a = int(at.get("axis", 0)) % r
+            ind = self.const(node.input[1]).astype(np.int64)
+            pieces = [self._slice(x, a, int(i) % x.full[a], 1, 1, f"{nm}_{j}", w) for j, i in enumerate(ind.reshape(-1))]
+            v = pieces[0] if len(pieces) == 1 else None
+            if v is None:
+                pieces = [self.unbatched(p) if not all(q.batched for q in pieces) or a == 0 else p for p in pieces]
+                off = 1 if pieces[0].batched else 0
+                full = list(pieces[0].full)
+                full[a] = len(pieces)
+                v = _Val(self.add(nm, "cat", pieces, {"dim": a - off}, {}, w), full, pieces[0].batched)
+            return self.reshape(v, x.full[:a] + tuple(ind.shape) + x.full[a + 1:], name=nm + "_shape")
+        if op == "Split":
+            a = int(at.get("axis", 0)) % r
+            sizes = at.get("split")
+            if sizes is None and len(node.input) > 1 and node.input[1]:
+                sizes = [int(s) for s in self.const(node.input[1]).reshape(-1)]
+            if sizes is None:
+                n = int(at.get("num_outputs", len(node.output)))
+                each = -(-x.full[a] // n)
+                sizes = [min(each, x.full[a] - i * each) for i in range(n)]
+            start = 0
+            for j, (o, s) in enumerate(zip(node.output, sizes)):
+                if o:
+                    self.live[o] = self._slice(x, a, start, int(s), 1, f"{nm}_{j}", w)
+                start += int(s)
+            return self.live[node.output[0]]
+        if "starts" in at:
+            starts, ends, axes, steps = at["starts"], at["ends"], at.get("axes"), None
+        else:
+            starts, ends = (self.const(node.input[i]).reshape(-1).tolist() for i in (1, 2))
+            axes, steps = self.opt_const(node, 3), self.opt_const(node, 4)
+            axes = None if axes is None else axes.reshape(-1).tolist()
+            steps = None if steps is None else steps.reshape(-1).tolist()
+        axes = list(range(len(starts))) if axes is None else [int(a) % r for a in axes]
+        steps = [1] * len(starts) if steps is None else steps
+        v = x
+        for a, s, e, st in zip(axes, starts, ends, steps):
+            if st <= 0:
+                raise _Unsupported(f"a Slice with step {st}")
+            s0, e0, _ = slice(int(s), int(e), int(st)).indices(x.full[a])
+            v = self._slice(v, a, s0, max(0, -(-(e0 - s0) // st)), int(st), f"{nm}_{a}", w)
+        return v
+
+    def _resize(self, node, op: str, at: dict, x: _Val, nm: str, w: str) -> _Val:
+        mode = at.get("mode", "nearest")
+        x = self.batched(x)
+        sp = x.full[2:]
+        scales = at.get("scales")
+        sizes = None
+        if op == "Upsample" and scales is None:
+            scales = self.const(node.input[1]).reshape(-1).tolist()
+        elif op == "Resize":
+            si = 2 if self.opset >= 11 or len(node.input) > 2 else 1
+            s = self.opt_const(node, si)
+            scales = s.reshape(-1).tolist() if s is not None and s.size else None
+            z = self.opt_const(node, 3)
+            sizes = z.reshape(-1).tolist() if z is not None and z.size else None
+            if at.get("antialias", 0) or at.get("axes") is not None:
+                raise _Unsupported("Resize with antialias or axes")
+        if sizes is not None:
+            out = [int(s) for s in sizes][2:]
+            if [int(s) for s in sizes][:2] != list(x.full[:2]):
+                raise _Unsupported("a Resize of the batch or channel axis")
+        else:
+            if scales is None or len(scales) != len(x.full) or scales[0] != 1 or scales[1] != 1:
+                raise _Unsupported(f"a Resize with scales {scales}")
+            out = [int(math.floor(n * s)) for n, s in zip(sp, scales[2:])]
+        ctm = at.get("coordinate_transformation_mode", "half_pixel" if op == "Resize" else "asymmetric")
+        if mode == "nearest":
+            if any(o % n for o, n in zip(out, sp)):
+                raise _Unsupported(f"nearest Resize from {list(sp)} to {out} (not an integer factor)")
+            nmode = at.get("nearest_mode", "round_prefer_floor" if op == "Resize" else "floor")
+            ok = (ctm == "asymmetric" and nmode == "floor") or \
+                (ctm in ("half_pixel", "pytorch_half_pixel") and nmode.startswith("round")) or \
+                all(o == n for o, n in zip(out, sp))
+            if not ok:
+                raise _Unsupported(f"nearest Resize with coordinate_transformation_mode={ctm}, nearest_mode={nmode}")
+            attrs = {"size": out, "mode": "nearest", "align_corners": False}
+        elif mode in ("linear", "bilinear"):
+            if ctm not in ("half_pixel", "pytorch_half_pixel", "align_corners") or \
+                    (ctm == "pytorch_half_pixel" and any(o == 1 for o in out)):
+                raise _Unsupported(f"linear Resize with coordinate_transformation_mode={ctm}")
+            attrs = {"size": out, "mode": "bilinear" if len(sp) == 2 else "linear",
+                     "align_corners": ctm == "align_corners"}
+        else:
+            raise _Unsupported(f"Resize mode {mode!r}")
+        idx = self.add(nm, "upsample", [x], attrs, {}, w)
+        return _Val(idx, (1,) + self.nodes[idx].shape, True)
+
+
+def _opset(model) -> int:
+    vs = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    return max(vs) if vs else 1
+
+
+def _parse(data: bytes, where: str):
+    import onnx
+
+    try:
+        model = onnx.load_from_string(data)
+    except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and others
+        raise ModelFileError(f"{where}: not a readable ONNX file (truncated or corrupt?): {e}") from None
+    if not model.graph.node:
+        raise ModelFileError(f"{where}: the ONNX graph has no nodes (truncated or corrupt?)")
+    for init in model.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            raise ModelFileError(f"{where}: initializer {init.name!r} uses external data; save the ONNX file with its weights inside")
+    return model
+
+
+def read_onnx_graph(data: bytes | str | Path, where: Optional[str] = None) -> Graph:
+    """The graph IR of an ONNX network (per sample; input shape from the graph's declared input)."""
+    from onnx import numpy_helper
+
+    from auditai.bounds.trace import _prune
+
+    if isinstance(data, (str, Path)):
+        where = where or str(data)
+        data = Path(data).read_bytes()
+    where = where or "<onnx>"
+    model = _parse(data, where)
+    g = model.graph
+    rd = _Reader(where, _opset(model))
+    for t in g.initializer:
+        rd.consts[t.name] = numpy_helper.to_array(t)
+    inputs = [i for i in g.input if i.name not in rd.consts]
+    if len(inputs) != 1:
+        raise ModelFileError(f"{where}: a network has one input, the graph has {len(inputs)}: {[i.name for i in inputs]}")
+    dims = inputs[0].type.tensor_type.shape.dim
+    full = []
+    for k, d in enumerate(dims):
+        if d.HasField("dim_value") and d.dim_value > 0:
+            full.append(int(d.dim_value))
+        elif k == 0 and len(dims) > 1:
+            full.append(1)  # a symbolic batch: read per sample
+        else:
+            raise ModelFileError(f"{where}: input {inputs[0].name!r} has a symbolic size at axis {k} "
+                                 f"({d.dim_param or '?'}); only the batch axis (0) may be symbolic")
+    if not full:
+        raise ModelFileError(f"{where}: input {inputs[0].name!r} declares no shape")
+    batched = len(full) > 1 and full[0] == 1
+    ir = tuple(full[1:]) if batched else tuple(full)
+    rd.nodes.append(Node("input", "input", (), {}, {}, ir, inputs[0].name))
+    rd.live[inputs[0].name] = _Val(0, full, batched)
+    for k, node in enumerate(g.node):
+        name = node.name or f"#{k}"
+        if any(i in rd.poison for i in node.input if i):
+            rd.poison.update(o for o in node.output if o)
+            continue
+        try:
+            rd.read(node, f"{where} node '{name}' ({node.op_type})")
+        except _Unsupported as why:
+            rd.unsupported.append((name, node.op_type, str(why)))
+            rd.poison.update(o for o in node.output if o)
+        except (ValueError, RuntimeError, IndexError, KeyError, TypeError) as e:
+            rd.unsupported.append((name, node.op_type, f"cannot read it ({type(e).__name__}: {e})"))
+            rd.poison.update(o for o in node.output if o)
+    if rd.unsupported:
+        listing = "; ".join(f"node '{n}' ({op}): {why}" for n, op, why in rd.unsupported)
+        n0, op0, _ = rd.unsupported[0]
+        raise UnsupportedLayerError(f"ONNX operator {op0}", f"node '{n0}' in {where}",
+                                    f"{len(rd.unsupported)} node(s) without a bound rule: {listing}")
+    outs = [o.name for o in g.output]
+    if len(outs) != 1:
+        raise ModelFileError(f"{where}: a network has one output, the graph has {len(outs)}: {outs}")
+    if outs[0] not in rd.live:
+        raise ModelFileError(f"{where}: the graph's output {outs[0]!r} does not depend on its input")
+    out = rd.live[outs[0]]
+    graph = _prune(Graph(rd.nodes, out.idx))
+    return fuse_biases(graph)
+
+
+def fuse_biases(g: Graph) -> Graph:
+    """linear/conv → add_const of a per-output constant becomes one node with a bias (MatMul + Add)."""
+    users = g.consumers()
+    drop: Dict[int, int] = {}
+    nodes = list(g.nodes)
+    for i, n in enumerate(nodes):
+        if n.op != "add_const" or len(n.inputs) != 1:
+            continue
+        j = n.inputs[0]
+        p = nodes[j]
+        if p.op not in ("linear", "conv", "conv_transpose") or len(users[j]) != 1 or j == g.output or j in drop:
+            continue
+        c = n.consts["value"]
+        out = p.consts["weight"].shape[0 if p.op != "conv_transpose" else 1] * \
+            (p.attrs.get("groups", 1) if p.op == "conv_transpose" else 1)
+        want = (out,) if p.op == "linear" else (out,) + (1,) * (len(p.shape) - 1)
+        tail = tuple(c.shape[len(c.shape) - len(want):]) if c.dim() >= len(want) else None
+        if p.op == "linear" and len(p.shape) != 1:
+            continue
+        if tail is None or c.numel() != out or any(s != 1 for s in c.shape[:c.dim() - len(want)]) or \
+                tail != want:
+            continue
+        b = p.consts.get("bias")
+        nb = c.reshape(-1) + (b if b is not None else 0)
+        nodes[i] = Node(n.name, p.op, p.inputs, dict(p.attrs), {**p.consts, "bias": nb}, n.shape, p.where)
+        drop[j] = i
+    if not drop:
+        return g
+    keep = [i for i in range(len(nodes)) if i not in drop]
+    new_index = {old: k for k, old in enumerate(keep)}
+    out_nodes = [Node(n.name, n.op, tuple(new_index[k] for k in n.inputs), n.attrs, n.consts, n.shape, n.where)
+                 for n in (nodes[i] for i in keep)]
+    return Graph(out_nodes, new_index[g.output])
+
+
+def load_onnx_graph(data: bytes | str | Path, where: Optional[str] = None) -> GraphModule:
+    """The ONNX network as a GraphModule (inputs of the graph's declared per-sample shape); runs no code."""
+    return GraphModule(read_onnx_graph(data, where)).eval()
+
+
+def flat_head(g: Graph) -> Graph:
+    """g with flat codes in and flat scores out: a reshape from (d,) first and to (m,) last."""
+    nodes = [Node(n.name, n.op, n.inputs, n.attrs, n.consts, n.shape, n.where) for n in g.nodes]
+    out = g.output
+    in_shape = nodes[0].shape
+    if len(in_shape) != 1:
+        d = math.prod(in_shape)
+        first = Node("onnx_input_shape", "reshape", (0,), {"shape": list(in_shape)}, {}, tuple(in_shape), "input")
+        nodes[0] = Node(nodes[0].name, "input", (), {}, {}, (d,), nodes[0].where)
+        nodes = [nodes[0], first] + [Node(n.name, n.op, tuple(i + 1 for i in n.inputs), n.attrs, n.consts,
+                                          n.shape, n.where) for n in nodes[1:]]
+        out += 1
+    if len(nodes[out].shape) != 1 or out == 0:
+        m = math.prod(nodes[out].shape)
+        nodes.append(Node("onnx_output_flat", "reshape", (out,), {"shape": [m]}, {}, (m,), "output"))
+        out = len(nodes) - 1
+    return Graph(nodes, out)
+
+
+__all__ = ["flat_head", "fuse_biases", "load_onnx_graph", "read_onnx_graph"]
