@@ -677,8 +677,6 @@ def fuse_biases(g: Graph) -> Graph:
             (p.attrs.get("groups", 1) if p.op == "conv_transpose" else 1)
         want = (out,) if p.op == "linear" else (out,) + (1,) * (len(p.shape) - 1)
         tail = tuple(c.shape[len(c.shape) - len(want):]) if c.dim() >= len(want) else None
-        if p.op == "linear" and len(p.shape) != 1:
-            continue
         if tail is None or c.numel() != out or any(s != 1 for s in c.shape[:c.dim() - len(want)]) or \
                 tail != want:
             continue

@@ -41,7 +41,14 @@ def load_onnx_head(data: bytes | str | Path, where: str | None = None) -> nn.Mod
     from auditai.bounds.graph import GraphModule
     from auditai.onnx_graph import flat_head, read_onnx_graph
 
-    return GraphModule(flat_head(read_onnx_graph(data, where))).eval()
+    gm = GraphModule(flat_head(read_onnx_graph(data, where))).eval()
+    # its weights as (frozen) parameters, so code that takes a head's dtype and device from its
+    # parameters (the attack, AuditModel) sees them; the graph reads them by name either way
+    for name, t in list(gm.named_buffers()):
+        if t.is_floating_point():
+            delattr(gm, name)
+            gm.register_parameter(name, nn.Parameter(t, requires_grad=False))
+    return gm
 
 
 # =========================================================================== export
