@@ -656,41 +656,9 @@ def read_onnx_graph(data: bytes | str | Path, where: Optional[str] = None) -> Gr
     if outs[0] not in rd.live:
         raise ModelFileError(f"{where}: the graph's output {outs[0]!r} does not depend on its input")
     out = rd.live[outs[0]]
-    graph = _prune(Graph(rd.nodes, out.idx))
-    return fuse_biases(graph)
+    from auditai.onnx_passes import simplify
 
-
-def fuse_biases(g: Graph) -> Graph:
-    """linear/conv → add_const of a per-output constant becomes one node with a bias (MatMul + Add)."""
-    users = g.consumers()
-    drop: Dict[int, int] = {}
-    nodes = list(g.nodes)
-    for i, n in enumerate(nodes):
-        if n.op != "add_const" or len(n.inputs) != 1:
-            continue
-        j = n.inputs[0]
-        p = nodes[j]
-        if p.op not in ("linear", "conv", "conv_transpose") or len(users[j]) != 1 or j == g.output or j in drop:
-            continue
-        c = n.consts["value"]
-        out = p.consts["weight"].shape[0 if p.op != "conv_transpose" else 1] * \
-            (p.attrs.get("groups", 1) if p.op == "conv_transpose" else 1)
-        want = (out,) if p.op == "linear" else (out,) + (1,) * (len(p.shape) - 1)
-        tail = tuple(c.shape[len(c.shape) - len(want):]) if c.dim() >= len(want) else None
-        if tail is None or c.numel() != out or any(s != 1 for s in c.shape[:c.dim() - len(want)]) or \
-                tail != want:
-            continue
-        b = p.consts.get("bias")
-        nb = c.reshape(-1) + (b if b is not None else 0)
-        nodes[i] = Node(n.name, p.op, p.inputs, dict(p.attrs), {**p.consts, "bias": nb}, n.shape, p.where)
-        drop[j] = i
-    if not drop:
-        return g
-    keep = [i for i in range(len(nodes)) if i not in drop]
-    new_index = {old: k for k, old in enumerate(keep)}
-    out_nodes = [Node(n.name, n.op, tuple(new_index[k] for k in n.inputs), n.attrs, n.consts, n.shape, n.where)
-                 for n in (nodes[i] for i in keep)]
-    return Graph(out_nodes, new_index[g.output])
+    return simplify(_prune(Graph(rd.nodes, out.idx)))
 
 
 def load_onnx_graph(data: bytes | str | Path, where: Optional[str] = None) -> GraphModule:
@@ -698,23 +666,4 @@ def load_onnx_graph(data: bytes | str | Path, where: Optional[str] = None) -> Gr
     return GraphModule(read_onnx_graph(data, where)).eval()
 
 
-def flat_head(g: Graph) -> Graph:
-    """g with flat codes in and flat scores out: a reshape from (d,) first and to (m,) last."""
-    nodes = [Node(n.name, n.op, n.inputs, n.attrs, n.consts, n.shape, n.where) for n in g.nodes]
-    out = g.output
-    in_shape = nodes[0].shape
-    if len(in_shape) != 1:
-        d = math.prod(in_shape)
-        first = Node("onnx_input_shape", "reshape", (0,), {"shape": list(in_shape)}, {}, tuple(in_shape), "input")
-        nodes[0] = Node(nodes[0].name, "input", (), {}, {}, (d,), nodes[0].where)
-        nodes = [nodes[0], first] + [Node(n.name, n.op, tuple(i + 1 for i in n.inputs), n.attrs, n.consts,
-                                          n.shape, n.where) for n in nodes[1:]]
-        out += 1
-    if len(nodes[out].shape) != 1 or out == 0:
-        m = math.prod(nodes[out].shape)
-        nodes.append(Node("onnx_output_flat", "reshape", (out,), {"shape": [m]}, {}, (m,), "output"))
-        out = len(nodes) - 1
-    return Graph(nodes, out)
-
-
-__all__ = ["flat_head", "fuse_biases", "load_onnx_graph", "read_onnx_graph"]
+__all__ = ["load_onnx_graph", "read_onnx_graph"]

@@ -39,7 +39,8 @@ def load_onnx_head(data: bytes | str | Path, where: str | None = None) -> nn.Mod
     bound rule (its name and op type).
     """
     from auditai.bounds.graph import GraphModule
-    from auditai.onnx_graph import flat_head, read_onnx_graph
+    from auditai.onnx_graph import read_onnx_graph
+    from auditai.onnx_passes import flat_head
 
     gm = GraphModule(flat_head(read_onnx_graph(data, where))).eval()
     # its weights as (frozen) parameters, so code that takes a head's dtype and device from its

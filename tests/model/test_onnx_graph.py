@@ -188,6 +188,12 @@ def test_acas_xu_shape(flatten):
                                                                            enumerate(gm.graph.nodes))
     m = load_model(_write(data, "acas.onnx"))  # the latent size d = 5 comes from the declared input
     assert m.latent_dim == 5 and m.num_outputs == 5
+    # as a head on flat codes the normalisation folds into the first Linear: a plain chain
+    assert [n.op for n in m.head.graph.nodes] == ["input"] + ["linear", "relu"] * 6 + ["linear"]
+    z = RNG.standard_normal((9, 5))
+    with torch.no_grad():
+        got = m.head(torch.from_numpy(z).float()).numpy()
+    np.testing.assert_allclose(got, _ort(data, z.reshape(9, 1, 1, 5)).reshape(9, 5), rtol=1e-4, atol=1e-5)
 
 
 _TMP = {}
@@ -226,6 +232,7 @@ def test_eran_mnist_fc_shape(in_shape):
     check(data, tuple(in_shape[1:]), scale=0.3, width=0.01)
     m = load_model(_write(data, "eran_fc.onnx"))
     assert m.latent_dim == 784 and m.num_outputs == 10
+    assert [n.op for n in m.head.graph.nodes] == ["input"] + ["linear", "relu"] * 2 + ["linear"]
 
 
 def test_eran_conv_shape():
