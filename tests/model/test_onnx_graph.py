@@ -357,3 +357,17 @@ def _verified_errors(obj) -> dict:
 
     walk(obj)
     return found
+
+
+def test_linear_on_a_value_with_leading_axes_crown():
+    """A Linear on (N, 2, 3, 5) (a MatMul of a rank-4 value): CROWN adds its bias at every position."""
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 2)).eval()
+    lo = torch.randn(3, 2, 3, 5)
+    hi = lo + 0.3
+    pts = lo + (hi - lo) * torch.rand(200, 3, 2, 3, 5)
+    with torch.no_grad():
+        outs = net(pts.reshape(-1, 2, 3, 5)).reshape(200, 3, -1)
+    for method in ("crown-ibp", "crown"):
+        l, u = bound_box(net, lo, hi, method=method)
+        assert (outs >= l - 1e-5).all() and (outs <= u + 1e-5).all(), method
