@@ -13,7 +13,6 @@ Only nodes with a single consumer are rewritten.
 from __future__ import annotations
 
 import math
-from typing import List, Optional
 
 import torch
 
@@ -23,13 +22,13 @@ _EW = ACTIVATIONS | {"neg", "identity"}
 
 
 def _copy(n: Node, **kw) -> Node:
-    d = dict(name=n.name, op=n.op, inputs=n.inputs, attrs=dict(n.attrs), consts=dict(n.consts), shape=n.shape,
-             where=n.where)
+    d = {"name": n.name, "op": n.op, "inputs": n.inputs, "attrs": dict(n.attrs), "consts": dict(n.consts),
+         "shape": n.shape, "where": n.where}
     d.update(kw)
     return Node(**d)
 
 
-def _per_last(c: torch.Tensor, k: int) -> Optional[torch.Tensor]:
+def _per_last(c: torch.Tensor, k: int) -> torch.Tensor | None:
     """c as a vector over the last axis (k entries), or None if it varies along another axis."""
     if c.dim() == 0 or c.numel() == 1:
         return c.reshape(1).expand(k).clone()
@@ -38,8 +37,8 @@ def _per_last(c: torch.Tensor, k: int) -> Optional[torch.Tensor]:
     return c.reshape(k)
 
 
-def _step(nodes: List[Node], out: int) -> bool:
-    users: List[List[int]] = [[] for _ in nodes]
+def _step(nodes: list[Node], out: int) -> bool:
+    users: list[list[int]] = [[] for _ in nodes]
     for i, n in enumerate(nodes):
         for j in n.inputs:
             users[j].append(i)
