@@ -59,6 +59,12 @@ class _Reader(_Builder):
         if op == "Constant":
             self.fold(node)
             return
+        if any(i in self.erf for i in node.input):
+            self._gelu(node, op)
+            return
+        if op == "Erf":
+            self._erf(node)
+            return
         live_in = [i for i in node.input if i in self.live]
         if op in ("Shape", "Size") and live_in:
             full = np.array(self.live[node.input[0]].full, dtype=np.int64)
@@ -74,6 +80,42 @@ class _Reader(_Builder):
         x = self.live.get(node.input[0])
         out = self._op(node, op, at, x, where)
         self.live[node.output[0]] = out
+
+    # ---------------------------------------------------------------- GELU as x·½·(1 + erf(x/√2))
+    def _erf(self, node) -> None:
+        """Erf of x/√2 (a Div or Mul by a constant): kept pending until the GELU pattern completes."""
+        v = self.live.get(node.input[0])
+        n = self.nodes[v.idx] if v is not None else None
+        if n is None or n.op != "mul_const" or n.consts["value"].numel() != 1 or \
+                abs(float(n.consts["value"]) * math.sqrt(2.0) - 1.0) > 1e-6:
+            raise _Unsupported("Erf outside the GELU pattern x·½·(1 + erf(x/√2))")
+        self.erf[node.output[0]] = ("erf", _Val(n.inputs[0], v.full, v.batched))
+
+    def _gelu(self, node, op: str) -> None:
+        (name,) = [i for i in node.input if i in self.erf]
+        kind, x = self.erf[name]
+        other = [i for i in node.input if i and i != name]
+        if kind == "erf" and op == "Add" and len(other) == 1 and other[0] in self.consts and \
+                self.consts[other[0]].size == 1 and float(self.consts[other[0]]) == 1.0:
+            self.erf[node.output[0]] = ("1+erf", x)
+            return
+        if kind == "1+erf" and op == "Mul" and len(other) == 1 and other[0] in self.live:
+            v = self.live[other[0]]
+            nv = self.nodes[v.idx]
+            if v.idx == x.idx:
+                half = 2.0  # x·(1 + erf) = 2·gelu(x)
+            elif nv.op == "mul_const" and nv.inputs == (x.idx,) and nv.consts["value"].numel() == 1 and \
+                    float(nv.consts["value"]) == 0.5:
+                half = 1.0
+            else:
+                raise _Unsupported("Erf outside the GELU pattern x·½·(1 + erf(x/√2))")
+            g = _Val(self.add(node.name or node.output[0], "gelu", [x], {"approximate": "none"}), x.full, x.batched)
+            if half != 1.0:
+                g = _Val(self.add((node.name or node.output[0]) + "_x2", "mul_const", [g], {}, {"value": np.array(half)}),
+                         x.full, x.batched)
+            self.live[node.output[0]] = g
+            return
+        raise _Unsupported("Erf outside the GELU pattern x·½·(1 + erf(x/√2))")
 
     def _op(self, node, op: str, at: dict, x: _Val | None, w: str) -> _Val:
         nm = node.name or node.output[0]

@@ -53,6 +53,7 @@ class _Builder:
         self.consts: dict[str, np.ndarray] = {}
         self.live: dict[str, _Val] = {}
         self.poison: set = set()
+        self.erf: dict[str, tuple] = {}  # pending Erf values of the GELU pattern
         self.unsupported: list[tuple[str, str, str]] = []
 
     # ---------------------------------------------------------------- building blocks

@@ -371,3 +371,12 @@ def test_linear_on_a_value_with_leading_axes_crown():
     for method in ("crown-ibp", "crown"):
         l, u = bound_box(net, lo, hi, method=method)
         assert (outs >= l - 1e-5).all() and (outs <= u + 1e-5).all(), method
+
+
+@pytest.mark.parametrize("opset", [11, 17])
+def test_gelu_erf_pattern(opset):
+    """torch exports GELU as x·½·(1 + erf(x/√2)) below opset 20: read as one gelu node."""
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 3))
+    gm = check(export(net, (4,), opset), (4,), width=0.2)
+    assert [n.op for n in gm.graph.nodes].count("gelu") == 1 and "mul_const" not in {n.op for n in gm.graph.nodes}
