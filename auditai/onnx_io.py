@@ -64,9 +64,8 @@ def _leaves(head: nn.Module) -> list[nn.Module]:
     def check(m: nn.Module, pos: str) -> None:
         refuse_hidden_forward(m, pos)
         if type(m) not in _EXPORTED:
-            hint = "graph heads (residual, pooling, ...) are not exported to ONNX; export a chain head" \
-                if type(m).__name__ == "GraphModule" else "exported layers: " + ", ".join(c.__name__ for c in _EXPORTED)
-            raise UnsupportedLayerError(f"{type(m).__module__}.{type(m).__qualname__}", pos, hint)
+            raise UnsupportedLayerError(f"{type(m).__module__}.{type(m).__qualname__}", pos,
+                                        "exported layers: " + ", ".join(c.__name__ for c in _EXPORTED))
         if isinstance(m, nn.Sequential):
             for i, c in enumerate(m):
                 check(c, f"{pos}[{i}]" if pos == "head" else f"{pos}.{i}")
@@ -83,15 +82,38 @@ def _leaves(head: nn.Module) -> list[nn.Module]:
     return out
 
 
+def _dtype(head: nn.Module) -> torch.dtype:
+    t = next((t for t in list(head.parameters()) + list(head.buffers()) if t.is_floating_point()), None)
+    return t.dtype if t is not None else torch.get_default_dtype()
+
+
 def head_to_onnx(head: nn.Module, z0: Tensor, basis: Tensor) -> Any:
     """ONNX model of δ (1×k) ↦ head(z0 + B·δ), z0 + B·δ folded into the first Linear in float64.
 
-    z0: d; basis B: d×k. The head must hold only supported layers (eval semantics).
+    z0: d; basis B: d×k. A chain of supported layers is written layer by layer; any other head
+    (a GraphModule, or a module whose traced graph IR matches it) node by node
+    (`auditai.onnx_export_graph`).
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    layers = _leaves(head)
+    from auditai.bounds.graph import GraphModule
+
+    if isinstance(head, GraphModule):
+        from auditai.onnx_export_graph import graph_to_onnx
+
+        return graph_to_onnx(head.graph, z0, basis)
+    try:
+        layers = _leaves(head)
+    except UnsupportedLayerError as chain_error:  # not a chain: its graph IR (traced, checked)
+        from auditai.graph_io import read_head_graph
+        from auditai.onnx_export_graph import graph_to_onnx
+
+        try:
+            g = read_head_graph(head.eval(), int(z0.numel()))
+        except UnsupportedLayerError:
+            raise chain_error from None
+        return graph_to_onnx(g, z0, basis)
     z0d = z0.detach().double().reshape(-1)
     B = basis.detach().double()
     k = B.shape[1]
@@ -155,7 +177,7 @@ def head_to_onnx(head: nn.Module, z0: Tensor, basis: Tensor) -> Any:
             raise UnsupportedLayerError(type(m).__name__, "head")
         cur = out
     with torch.no_grad():
-        m_out = head.eval()(z0.detach().reshape(1, -1).to(next(head.parameters()).dtype)).shape[1]
+        m_out = head.eval()(z0.detach().reshape(1, -1).to(_dtype(head))).shape[1]
     graph = helper.make_graph(
         nodes, "auditai_unit_test",
         [helper.make_tensor_value_info("delta", TensorProto.FLOAT, [1, k])],
@@ -227,7 +249,7 @@ def export_vnnlib(
         )
     head = head.eval()
     with torch.no_grad():
-        num_out = head(z0[:1].to(next(head.parameters()).dtype)).shape[1]
+        num_out = head(z0[:1].to(_dtype(head))).shape[1]
     lab_max = 1 if num_out == 1 else num_out - 1
     if labels.numel() and (labels.min() < 0 or labels.max() > lab_max):
         raise ValueError(f"labels must lie in 0..{lab_max} for a head with {num_out} output(s)")

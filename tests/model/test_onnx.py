@@ -144,12 +144,6 @@ def test_branching_graph_and_unflatten_reshape_are_read(tmp_path):
     assert gm(torch.tensor([[1.0, -2.0, 3.0, -4.0]])).tolist() == [[1.0, 0.0, 3.0, 0.0]]
 
 
-def test_graph_heads_are_not_exported(tmp_path):
-    head = load_onnx_head(mlp_file(tmp_path))
-    with pytest.raises(UnsupportedLayerError, match="graph heads"):
-        export_vnnlib(head, torch.randn(2, 5), torch.tensor([0, 1]), Dims([0]), 0.1, tmp_path / "out")
-
-
 def test_corrupt_onnx_is_named(tmp_path):
     p = mlp_file(tmp_path)
     data = p.read_bytes()

@@ -380,3 +380,35 @@ def test_gelu_erf_pattern(opset):
     net = nn.Sequential(nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 3))
     gm = check(export(net, (4,), opset), (4,), width=0.2)
     assert [n.op for n in gm.graph.nodes].count("gelu") == 1 and "mul_const" not in {n.op for n in gm.graph.nodes}
+
+
+# ------------------------------------------------------------------------------ export of graph heads
+def _heads():
+    from auditai.onnx_io import load_onnx_head
+
+    torch.manual_seed(6)
+    yield "traced residual module", _stats(ResMLP()), 6
+    yield "onnx residual", load_onnx_head(export(_stats(ResMLP()), (6,), 13)), 6
+    yield "onnx conv", load_onnx_head(export(_stats(ConvNet()), (2, 10, 10), 17)), 200
+    yield "onnx generator∘classifier", load_onnx_head(export(_stats(nn.Sequential(Generator(), Classifier())),
+                                                             (4,), 11)), 4
+    yield "onnx gelu", load_onnx_head(export(nn.Sequential(nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 3)), (4,), 13)), 4
+
+
+def test_graph_heads_export_to_vnnlib_networks(tmp_path):
+    """export_vnnlib of graph heads: onnxruntime on δ equals the head at z0 + B·δ."""
+    from auditai.latent import Basis
+    from auditai.onnx_io import export_vnnlib
+
+    for i, (what, head, d) in enumerate(_heads()):
+        z0 = torch.randn(2, d)
+        kind = Basis(torch.randn(d, 3), "inf", "plane")
+        files = export_vnnlib(head, z0, torch.tensor([0, 1]), kind, 0.3, tmp_path / str(i))
+        latent = kind.make(z0.double(), 0.3)
+        for s, (net, _) in enumerate(files):
+            sess = ort.InferenceSession(str(net), providers=["CPUExecutionProvider"])
+            delta = (torch.rand(8, 3, dtype=torch.float64) * 2 - 1) * 0.3
+            got = np.concatenate([sess.run(None, {"delta": dl[None].float().numpy()})[0] for dl in delta])
+            with torch.no_grad():
+                want = head((latent.z0[s] + delta @ latent.basis.T).float()).numpy()
+            np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, err_msg=what)
