@@ -339,6 +339,11 @@ def test_verify_command_on_onnx_head(tmp_path, capsys):
     assert "first_two" in text and "net.onnx" in text
     errs = _verified_errors(sheet)
     assert abs(errs[0.0] - clean_error) < 1e-9 and errs[0.5] >= errs[0.0]
+    # the same unit test by options, the model given on the command line
+    rc = main(["verify", "--model", str(tmp_path / "net.onnx"), "--data", str(tmp_path / "d.npz"), "--device", "cpu",
+               "--dims", "0,1", "--eps", "0.0", "0.5", "--report", str(tmp_path / "r2.json")])
+    assert rc == 0, capsys.readouterr()
+    assert _verified_errors(json.loads((tmp_path / "r2.json").read_text())) == errs
 
 
 def _verified_errors(obj) -> dict:
@@ -412,3 +417,25 @@ def test_graph_heads_export_to_vnnlib_networks(tmp_path):
             with torch.no_grad():
                 want = head((latent.z0[s] + delta @ latent.basis.T).float()).numpy()
             np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, err_msg=what)
+
+
+def test_input_without_a_batch_axis():
+    """A graph whose input is [5] (no batch axis, as some competition files declare it)."""
+    nodes = [helper.make_node("MatMul", ["x", "W0"], ["m"], name="fc0"),
+             helper.make_node("Add", ["m", "b0"], ["a"], name="bias0"),
+             helper.make_node("Relu", ["a"], ["r"], name="relu0"),
+             helper.make_node("MatMul", ["r", "W1"], ["y"], name="fc1")]
+    inits = [_c("W0", RNG.standard_normal((5, 7))), _c("b0", RNG.standard_normal(7)), _c("W1", RNG.standard_normal((7, 2)))]
+    gm = check(_model(nodes, inits, [5], [2]), (5,), width=0.1)
+    assert [n.op for n in gm.graph.nodes] == ["input", "linear", "relu", "linear"]
+
+
+def test_the_reader_does_not_import_the_model_file_loader():
+    """The reading layer points one way: auditai.model imports the ONNX reader, never the reverse."""
+    import subprocess
+    import sys
+
+    code = ("import sys, auditai.onnx_io, auditai.onnx_graph, auditai.onnx_passes, auditai.onnx_export_graph; "
+            "print('auditai.model' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
