@@ -9,6 +9,15 @@ two forms: *batched* (its ONNX shape is ``[1, *ir_shape]``: ONNX axis 0 is the s
 Converting between them is a reshape; ops that need a batch axis (Conv, pooling, BatchNorm,
 Resize) take the batched form.
 
+Ops: Gemm (transA/transB/alpha/beta), MatMul by a constant (+ Add), Conv, ConvTranspose (strides,
+pads incl. asymmetric, output_padding, group, dilations), BatchNormalization (eval, its own
+epsilon), Add/Sub/Mul/Div by constants of any broadcast shape, Add/Sub/Sum of two branches, Neg,
+Concat, Slice, Split, Gather by constant indices, Reshape, Flatten, Transpose, Squeeze/Unsqueeze
+(attribute or input axes), Identity, Dropout (inference), Cast to float, Pad (constant),
+AveragePool, GlobalAveragePool, ReduceMean/ReduceSum, MaxPool, Resize/Upsample (nearest by whole
+factors, linear/bilinear), Relu, LeakyRelu, Tanh, Sigmoid, Clip, Max/Min with a scalar, Gelu and
+its erf pattern, Softplus, Elu; Shape/Size of live values (their batch-1 shapes).
+
 Constants and subgraphs of constants are folded with `onnx.reference.ReferenceEvaluator` (the
 standard ops' own reference code; nothing from the file is run). Every node without a rule is
 collected and reported in one UnsupportedLayerError naming each node and its op type.
@@ -119,7 +128,7 @@ class _Reader(_Builder):
 
     def _op(self, node, op: str, at: dict, x: _Val | None, w: str) -> _Val:
         nm = node.name or node.output[0]
-        if x is None and op not in ("Add", "Mul", "Sub", "Concat", "Sum"):
+        if x is None and op not in ("Add", "Mul", "Sub", "Concat", "Sum", "Max", "Min"):
             raise _Unsupported("its first input is a constant and a later one depends on the input")
         if op in _PASS or (op == "Cast" and at.get("to") in (1, 11)):  # float16 casts round: not identities
             if op == "Dropout" and len(node.input) > 2 and node.input[2] and bool(self.const(node.input[2]).any()):
@@ -145,6 +154,17 @@ class _Reader(_Builder):
                 hi = float(self.opt_const(node, 2))
             return self._ew(x, nm, "hardtanh", {"min": -math.inf if lo is None else float(lo),
                                                 "max": math.inf if hi is None else float(hi)}, w)
+        if op in ("Max", "Min") and len([i for i in node.input if i]) == 2:
+            other = [i for i in node.input if i and i not in self.live]
+            if len(other) != 1 or self.consts[other[0]].size != 1:
+                raise _Unsupported(f"{op} other than of one value and a scalar constant")
+            c = float(self.consts[other[0]].reshape(-1)[0])
+            x = self.live[[i for i in node.input if i in self.live][0]]
+            out = np.broadcast_shapes(x.full, self.consts[other[0]].shape)
+            if tuple(out) != x.full:
+                raise _Unsupported(f"{op} whose constant broadcasts the value up")
+            lo, hi = (c, math.inf) if op == "Max" else (-math.inf, c)
+            return self._ew(x, nm, "hardtanh", {"min": lo, "max": hi}, w)
         if op == "Neg":
             return self._ew(x, nm, "neg", {}, w)
         if op in ("Add", "Sub", "Mul", "Div", "Sum"):

@@ -277,7 +277,8 @@ def test_batchnorm_epsilon_duplicate_opsets_and_inputs_listing_initializers():
 
 
 def test_opset_variants_of_slice_split_gather_pad_resize():
-    """Slice/Split/Gather by constants, Pad with a value, ReduceMean, bilinear Resize, LeakyRelu, Elu, Softplus."""
+    """Slice/Split/Gather by constants, Pad with a value, ReduceMean, bilinear Resize, LeakyRelu, Elu,
+    Softplus, Max/Min with constants."""
     nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="conv", kernel_shape=[1, 1]),
              helper.make_node("Split", ["c", "split"], ["p", "q"], name="split", axis=1),
              helper.make_node("LeakyRelu", ["p"], ["p1"], name="lrelu", alpha=0.1),
@@ -288,12 +289,14 @@ def test_opset_variants_of_slice_split_gather_pad_resize():
              helper.make_node("Resize", ["pd", "", "scales"], ["rs"], name="resize", mode="linear"),
              helper.make_node("Gather", ["rs", "idx"], ["ga"], name="gather", axis=1),
              helper.make_node("ReduceMean", ["ga"], ["rm"], name="mean", axes=[3], keepdims=0),
-             helper.make_node("Softplus", ["rm"], ["sp"], name="softplus"),
+             helper.make_node("Softplus", ["rm"], ["sp0"], name="softplus"),
+             helper.make_node("Max", ["lo", "sp0"], ["mx"], name="max"),
+             helper.make_node("Min", ["mx", "hi"], ["sp"], name="min"),
              helper.make_node("Flatten", ["sp"], ["y"], name="flat")]
     inits = [_c("W", RNG.standard_normal((4, 2, 1, 1))), _c("split", [1, 3], np.int64),
              _c("st", [1, 0], np.int64), _c("en", [4, -1], np.int64), _c("ax", [1, 2], np.int64),
              _c("pads", [0, 0, 1, 0, 0, 0, 0, 2], np.int64), _c("pv", 0.5), _c("scales", [1, 1, 2, 2]),
-             _c("idx", [2, 0], np.int64)]
+             _c("idx", [2, 0], np.int64), _c("lo", 0.4), _c("hi", [[[2.0]]])]
     data = _model(nodes, inits, ["N", 2, 4, 3], ["N", 2 * 8], opsets=(("", 17),), check_model=False)
     check(data, (2, 4, 3))
 
