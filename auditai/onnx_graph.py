@@ -159,12 +159,15 @@ class _Reader(_Builder):
             if len(other) != 1 or self.consts[other[0]].size != 1:
                 raise _Unsupported(f"{op} other than of one value and a scalar constant")
             c = float(self.consts[other[0]].reshape(-1)[0])
-            x = self.live[[i for i in node.input if i in self.live][0]]
+            x = self.live[next(i for i in node.input if i in self.live)]
             out = np.broadcast_shapes(x.full, self.consts[other[0]].shape)
             if tuple(out) != x.full:
                 raise _Unsupported(f"{op} whose constant broadcasts the value up")
             lo, hi = (c, math.inf) if op == "Max" else (-math.inf, c)
             return self._ew(x, nm, "hardtanh", {"min": lo, "max": hi}, w)
+        if op == "Expand":
+            out = tuple(np.broadcast_shapes(x.full, tuple(int(s) for s in self.const(node.input[1]).reshape(-1))))
+            return self.expand(x, out, nm, w)
         if op == "Neg":
             return self._ew(x, nm, "neg", {}, w)
         if op in ("Add", "Sub", "Mul", "Div", "Sum"):

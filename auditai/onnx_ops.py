@@ -120,19 +120,15 @@ class _Builder:
             if op not in ("Add", "Sub", "Sum"):
                 raise _Unsupported(f"{op} of two values that both depend on the input")
             va, vb = self.live[a], self.live[b]
-            if va.full != vb.full:
-                raise _Unsupported(f"{op} of two branches of shapes {list(va.full)} and {list(vb.full)} (broadcast)")
+            out = tuple(np.broadcast_shapes(va.full, vb.full))
+            va, vb = self.expand(va, out, nm + "_a", w), self.expand(vb, out, nm + "_b", w)
             if va.batched != vb.batched:
                 va, vb = self.unbatched(va), self.unbatched(vb)
             return _Val(self.add(nm, "sub" if op == "Sub" else "add", [va, vb], {}, {}, w), va.full, va.batched)
         x_first = a in self.live
         x = self.live[a if x_first else b]
         c = self.const(b if x_first else a).astype(np.float64)
-        out = tuple(np.broadcast_shapes(x.full, c.shape))
-        if out != x.full:  # the constant broadcasts the value up: expand it first, per sample
-            x = self.reshape(self.unbatched(x), (1,) * (len(out) - len(x.full)) + x.full, False)
-            if x.full != out:
-                x = _Val(self.add(nm + "_expand", "mul_const", [x], {}, {"value": np.ones(out)}, w), out, False)
+        x = self.expand(x, tuple(np.broadcast_shapes(x.full, c.shape)), nm, w)
         if x.batched:
             c = c.reshape((1,) * (len(x.full) - c.ndim) + c.shape)[0]
         if op == "Div":
@@ -149,6 +145,27 @@ class _Builder:
             else:
                 c = -c
         return _Val(self.add(nm, "add_const", [x], {}, {"value": c}, w), x.full, x.batched)
+
+    def expand(self, x: _Val, out: tuple, nm: str, w: str) -> _Val:
+        """x broadcast to the ONNX shape `out` (a product by ones: exact, and linear)."""
+        if tuple(out) == x.full:
+            return x
+        x = self.reshape(self.unbatched(x), (1,) * (len(out) - len(x.full)) + x.full, False)
+        if x.full != tuple(out):
+            x = _Val(self.add(nm + "_expand", "mul_const", [x], {}, {"value": np.ones(out)}, w), out, False)
+        return x
+
+    def constant_value(self, like: _Val, c: np.ndarray, nm: str, w: str) -> _Val:
+        """A constant as a value of the graph: 0·(one entry of `like`) + c (exact)."""
+        c = np.asarray(c, dtype=np.float64)
+        if c.ndim == 0:
+            raise _Unsupported("a scalar constant where a tensor is needed")
+        flat = self.reshape(like, (math.prod(like.full),), False)
+        one = _Val(self.add(nm + "_one", "slice", [flat], {"dim": 0, "start": 0, "length": 1, "step": 1}, {}, w),
+                   (1,), False)
+        one = self.reshape(one, (1,) * c.ndim, False)
+        zero = _Val(self.add(nm + "_zero", "mul_const", [one], {}, {"value": np.zeros(c.shape)}, w), c.shape, False)
+        return _Val(self.add(nm + "_const", "add_const", [zero], {}, {"value": c}, w), c.shape, False)
 
     def _linear(self, x: _Val, wt: np.ndarray, bias: np.ndarray | None, nm: str, w: str) -> _Val:
         """y = x·wtᵀ + bias over the last axis; wt (out, in)."""
@@ -285,9 +302,9 @@ class _Builder:
 
     def _concat(self, node, at: dict, nm: str, w: str) -> _Val:
         names = [i for i in node.input if i]
-        if not all(i in self.live for i in names):
-            raise _Unsupported("a Concat of values with constants")
-        vals = [self.live[i] for i in names]
+        like = next(self.live[i] for i in names if i in self.live)
+        vals = [self.live[i] if i in self.live else self.constant_value(like, self.const(i), f"{nm}_{k}", w)
+                for k, i in enumerate(names)]
         r = len(vals[0].full)
         a = int(at["axis"]) % r
         if a == 0 or not all(v.batched for v in vals):

@@ -442,3 +442,19 @@ def test_the_reader_does_not_import_the_model_file_loader():
             "print('auditai.model' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_broadcast_branches_expand_and_concat_with_a_constant():
+    """Add of a [1,C,1,1] branch (global pooling) to a [1,C,H,W] one, Expand, Concat with a constant."""
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["c"], ["g"], name="gap"),
+             helper.make_node("Add", ["c", "g"], ["s"], name="se_add"),
+             helper.make_node("Expand", ["g", "eshape"], ["e"], name="expand"),
+             helper.make_node("Sub", ["s", "e"], ["d"], name="sub"),
+             helper.make_node("Concat", ["d", "k"], ["cat"], name="cat_const", axis=1),
+             helper.make_node("Relu", ["cat"], ["r"], name="relu"),
+             helper.make_node("Flatten", ["r"], ["y"], name="flat")]
+    inits = [_c("W", RNG.standard_normal((3, 2, 3, 3))), _c("eshape", [1, 3, 4, 4], np.int64),
+             _c("k", RNG.standard_normal((1, 1, 4, 4)))]
+    gm = check(_model(nodes, inits, [1, 2, 4, 4], [1, 64]), (2, 4, 4), width=0.2)
+    assert {"add", "sub", "cat", "mean"} <= {n.op for n in gm.graph.nodes}
