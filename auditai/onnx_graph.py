@@ -309,10 +309,10 @@ def read_onnx_graph(data: bytes | str | Path, where: str | None = None) -> Graph
     dims = inputs[0].type.tensor_type.shape.dim
     full = []
     for k, d in enumerate(dims):
-        if d.HasField("dim_value") and d.dim_value > 0:
+        if k == 0 and len(dims) > 1:
+            full.append(1)  # the batch axis (symbolic, 1, or a fixed batch of N): read per sample
+        elif d.HasField("dim_value") and d.dim_value > 0:
             full.append(int(d.dim_value))
-        elif k == 0 and len(dims) > 1:
-            full.append(1)  # a symbolic batch: read per sample
         else:
             raise ModelFileError(f"{where}: input {inputs[0].name!r} has a symbolic size at axis {k} "
                                  f"({d.dim_param or '?'}); only the batch axis (0) may be symbolic")

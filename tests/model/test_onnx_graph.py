@@ -433,6 +433,19 @@ def test_input_without_a_batch_axis():
     assert [n.op for n in gm.graph.nodes] == ["input", "linear", "relu", "linear"]
 
 
+def test_a_fixed_batch_of_several_is_read_per_sample():
+    """An input declared [2000, 5] (a fixed batch) is 5 features per sample."""
+    nodes = [helper.make_node("Gemm", ["x", "W", "b"], ["h"], name="fc", transB=1),
+             helper.make_node("Relu", ["h"], ["y"], name="relu")]
+    inits = [_c("W", RNG.standard_normal((3, 5))), _c("b", RNG.standard_normal(3))]
+    data = _model(nodes, inits, [2000, 5], [2000, 3])
+    gm = load_onnx_graph(data)
+    assert gm.graph.in_shape == (5,)
+    x = RNG.standard_normal((2000, 5)).astype(np.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(gm(torch.from_numpy(x)).numpy(), _ort(data, x), rtol=1e-5, atol=1e-5)
+
+
 def test_the_reader_does_not_import_the_model_file_loader():
     """The reading layer points one way: auditai.model imports the ONNX reader, never the reverse."""
     import subprocess
