@@ -1,6 +1,6 @@
 """ONNX networks we did not write into the graph IR: torch exports at several opsets and graphs
 shaped like public competition networks (ACAS Xu, ERAN MNIST). Each loaded network answers like
-onnxruntime, and its IBP / CROWN-IBP bounds (bound_box) contain onnxruntime's outputs at sampled
+onnxruntime, and its IBP / CROWN-IBP / CROWN bounds (bound_box) contain onnxruntime's outputs at sampled
 points of the box."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def check(data: bytes, in_shape, scale=1.0, width=0.05, samples=64):
     pts = lo[:, None] + (hi - lo)[:, None] * RNG.uniform(size=(2, samples, *in_shape))
     pts[:, 0], pts[:, 1] = lo, hi  # two vertices
     outs = _ort(data, pts.reshape(-1, *in_shape)).reshape(2, samples, -1)
-    for method in ("ibp", "crown-ibp"):
+    for method in ("ibp", "crown-ibp", "crown"):
         l, u = bound_box(gm, torch.from_numpy(lo).float(), torch.from_numpy(hi).float(), method=method)
         tol = 1e-4 * (1 + np.abs(outs).max())
         assert (outs >= l.numpy()[:, None] - tol).all() and (outs <= u.numpy()[:, None] + tol).all(), method
