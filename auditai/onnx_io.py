@@ -2,11 +2,9 @@
 unit test's samples to a complete verifier (α,β-CROWN) as ONNX networks + VNN-LIB properties.
 
 Import uses the `onnx` package only (protobuf parsing, no onnxruntime, no code from the file) and
-rebuilds the head from the bound engine's supported layers. It reads chain-shaped graphs of Gemm,
-MatMul, Conv, Relu, Sigmoid, Tanh, LeakyRelu, Flatten, Reshape (as a flatten), BatchNormalization,
-Identity/Dropout, and Add/Sub/Mul/Div by constants, which are folded into the neighbouring affine
-layer (input normalisation included) or, where folding is not exact, turned into a diagonal
-affine layer (Linear, or a 1×1 depthwise Conv).
+reads any DAG of supported ops into the graph IR (`auditai.onnx_graph`); `load_onnx_head` wraps it
+as a head on flat codes. This module imports neither `auditai.model` nor the bound engine at
+module level: the model file loader imports the reader, never the other way round.
 
 Export writes, per sample, the network δ ↦ f_d(z0 + B·δ) with z0 + B·δ folded into the head's first
 Linear (W1·B, W1·z0 + b1: the set becomes a box in δ-space, DESIGN.md) and a VNN-LIB property whose
@@ -32,289 +30,47 @@ IR_VERSION = 8
 
 
 # =========================================================================== import
-class _Chain:
-    """Builds the nn.Sequential while walking a chain-shaped ONNX graph."""
+def load_onnx_head(data: bytes | str | Path, where: str | None = None) -> nn.Module:
+    """A head (eval mode) from an ONNX file's bytes or path, read into the graph IR; runs no code.
 
-    def __init__(self, where: str, shape: list[int | None]) -> None:
-        self.where = where
-        self.mods: list[nn.Module] = []
-        self.shape = shape  # per-sample shape of the current activation (None: unknown)
-        self.pending: tuple[np.ndarray, np.ndarray] | None = None  # x_true = a·x + b
-        self.affine_open = False  # last module is Linear/Conv with nothing after it
-
-    # -- elementwise affine by constants -----------------------------------
-    def elementwise(self, a: np.ndarray, b: np.ndarray) -> None:
-        pa, pb = self.pending if self.pending is not None else (np.ones(()), np.zeros(()))
-        self.pending = (a * pa, a * pb + b)
-
-    def _per_channel(self, c: np.ndarray, n: int | None) -> np.ndarray | None:
-        """c as a vector over the channel axis (axis 1 of the activation), or None if it varies
-        along other axes. The activation's rank is len(self.shape) + 1."""
-        rank = len(self.shape) + 1
-        c = np.asarray(c, dtype=np.float64)
-        if c.ndim > rank:
-            return None
-        full = c.reshape((1,) * (rank - c.ndim) + c.shape)
-        if any(s != 1 for i, s in enumerate(full.shape) if i != 1):
-            return None
-        v = full.reshape(-1)
-        if v.size == 1 and n is not None:
-            v = np.full(n, v.item())
-        return v if n is None or v.size == n else None
-
-    def flush(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """Fold the pending a·x + b backward into the last affine layer (exact: it scales and
-        shifts that layer's outputs), or return it per channel for the caller to fold forward
-        into the next affine layer or to materialise."""
-        if self.pending is None:
-            return None
-        a, b = self.pending
-        self.pending = None
-        if self.affine_open:
-            last = self.mods[-1]
-            n = last.out_features if isinstance(last, nn.Linear) else last.out_channels
-            va, vb = self._per_channel(a, n), self._per_channel(b, n)
-            if va is not None and vb is not None:
-                with torch.no_grad():
-                    w = last.weight.double()
-                    scale = torch.from_numpy(va).reshape(-1, *([1] * (w.dim() - 1)))
-                    bias = last.bias.double() if last.bias is not None else torch.zeros(n, dtype=torch.float64)
-                    new_b = torch.from_numpy(va) * bias + torch.from_numpy(vb)
-                    last.weight = nn.Parameter((w * scale).to(last.weight.dtype))
-                    last.bias = nn.Parameter(new_b.to(last.weight.dtype))
-                return None
-        n = self.shape[0] if self.shape else None
-        va, vb = self._per_channel(a, n), self._per_channel(b, n)
-        if va is None or vb is None or n is None:
-            raise ModelFileError(
-                f"{self.where}: cannot fold an elementwise Add/Sub/Mul/Div whose constant varies "
-                f"inside a channel (activation shape {self.shape}) into a neighbouring layer"
-            )
-        return va, vb
-
-    def materialise(self, va: np.ndarray, vb: np.ndarray) -> None:
-        n = va.size
-        if len(self.shape) == 1:
-            m: nn.Module = nn.Linear(n, n)
-            w = torch.diag(torch.from_numpy(va))
-        elif len(self.shape) in (2, 3):
-            m = (nn.Conv1d if len(self.shape) == 2 else nn.Conv2d)(n, n, 1, groups=n)
-            w = torch.from_numpy(va).reshape(n, 1, *([1] * (len(self.shape) - 1)))
-        else:
-            raise ModelFileError(f"{self.where}: cannot place an elementwise affine on an activation of shape {self.shape}")
-        with torch.no_grad():
-            m.weight.copy_(w.float())
-            m.bias.copy_(torch.from_numpy(vb).float())
-        self.add(m, affine=True)
-
-    def add(self, m: nn.Module, affine: bool = False) -> None:
-        self.mods.append(m)
-        self.affine_open = affine
-
-
-def _attrs(node) -> dict[str, Any]:
-    import onnx
-
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-
-
-def _conv_out(n: int | None, k: int, s: int, p0: int, p1: int, dil: int) -> int | None:
-    return None if n is None else (n + p0 + p1 - dil * (k - 1) - 1) // s + 1
-
-
-def load_onnx_head(data: bytes | str | Path, where: str | None = None) -> nn.Sequential:
-    """Rebuild a head (eval mode, float32) from an ONNX file's bytes or path; runs no code.
-
-    Raises ModelFileError for a corrupt file or a non-chain graph, UnsupportedLayerError naming
-    the operator and its node for an operator outside the list in the module docstring.
+    The head takes flat codes (N×d, d the product of the graph's declared per-sample input shape)
+    and returns N×m scores; `auditai.onnx_graph.load_onnx_graph` keeps the declared shapes.
+    Raises ModelFileError for a corrupt file, UnsupportedLayerError listing every node without a
+    bound rule (its name and op type).
     """
-    import onnx
-    from onnx import numpy_helper
+    from auditai.bounds.graph import GraphModule
+    from auditai.onnx_graph import read_onnx_graph
+    from auditai.onnx_passes import flat_head
 
-    if isinstance(data, (str, Path)):
-        where = where or str(data)
-        data = Path(data).read_bytes()
-    where = where or "<onnx>"
-    try:
-        model = onnx.load_from_string(data)
-    except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and others
-        raise ModelFileError(f"{where}: not a readable ONNX file (truncated or corrupt?): {e}") from None
-    g = model.graph
-    if not g.node:
-        raise ModelFileError(f"{where}: the ONNX graph has no nodes (truncated or corrupt?)")
-    for init in g.initializer:
-        if init.data_location == onnx.TensorProto.EXTERNAL:
-            raise ModelFileError(f"{where}: initializer {init.name!r} uses external data; save the ONNX file with its weights inside")
-    consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    inputs = [i for i in g.input if i.name not in consts]
-    if len(inputs) != 1:
-        raise ModelFileError(f"{where}: a head has one input, the graph has {len(inputs)}: {[i.name for i in inputs]}")
-    dims = inputs[0].type.tensor_type.shape.dim
-    shape = [d.dim_value if d.HasField("dim_value") else None for d in dims][1:]
-    chain = _Chain(where, shape)
-    cur = inputs[0].name
-
-    def const(name: str, node) -> np.ndarray:
-        if name not in consts:
-            raise ModelFileError(f"{where}: node '{node.name}' ({node.op_type}) needs input {name!r} to be a constant")
-        return consts[name]
-
-    for node in g.node:
-        op, name, at = node.op_type, node.name or f"#{list(g.node).index(node)}", _attrs(node)
-        if op == "Constant":
-            consts[node.output[0]] = numpy_helper.to_array(at["value"]) if "value" in at else np.asarray(
-                at.get("value_float", at.get("value_floats", at.get("value_int", at.get("value_ints")))))
-            continue
-        live = [i for i in node.input if i and i not in consts]
-        if live != [cur]:
-            raise ModelFileError(
-                f"{where}: node '{name}' ({op}) reads {live or 'only constants'}; auditai reads chain-"
-                f"shaped heads where each node takes the previous node's output ({cur!r})"
-            )
-        if op in ("Add", "Sub", "Mul", "Div"):
-            other = [i for i in node.input if i != cur]
-            c = consts[other[0]].astype(np.float64)
-            first = node.input[0] == cur
-            if op == "Add":
-                chain.elementwise(np.ones(()), c)
-            elif op == "Sub":
-                chain.elementwise(np.ones(()), -c) if first else chain.elementwise(-np.ones(()), c)
-            elif op == "Mul":
-                chain.elementwise(c, np.zeros(()))
-            else:
-                if not first:
-                    raise UnsupportedLayerError("ONNX Div (constant / x)", f"node '{name}' in {where}", "not affine")
-                if (c == 0).any():
-                    raise ModelFileError(f"{where}: node '{name}' divides by zero")
-                chain.elementwise(1.0 / c, np.zeros(()))
-            cur = node.output[0]
-            continue
-        if op in ("Identity", "Dropout"):
-            cur = node.output[0]
-            continue
-
-        fwd = chain.flush()
-        if fwd is not None and op not in ("Gemm", "MatMul", "Conv"):
-            chain.materialise(*fwd)
-            fwd = None
-
-        if op in ("Gemm", "MatMul"):
-            if len(shape := chain.shape) != 1:
-                raise ModelFileError(f"{where}: node '{name}' ({op}) needs an N×n input, got per-sample shape {shape}")
-            if op == "Gemm":
-                if node.input[0] != cur or at.get("transA", 0):
-                    raise ModelFileError(f"{where}: node '{name}' (Gemm) must take the activation as A, untransposed")
-                w = const(node.input[1], node).astype(np.float64)
-                w = w if at.get("transB", 0) else w.T
-                w = w * at.get("alpha", 1.0)
-                if len(node.input) > 2 and node.input[2]:
-                    cvec = const(node.input[2], node).astype(np.float64).reshape(-1)
-                    if cvec.size not in (1, w.shape[0]):
-                        raise ModelFileError(f"{where}: node '{name}' (Gemm) has a bias C of {cvec.size} for {w.shape[0]} outputs")
-                    bias = np.broadcast_to(cvec, (w.shape[0],)) * at.get("beta", 1.0)
-                else:
-                    bias = np.zeros(w.shape[0])
-            else:
-                if node.input[0] != cur:
-                    raise ModelFileError(f"{where}: node '{name}' (MatMul) must multiply the activation from the left")
-                w = const(node.input[1], node).astype(np.float64)
-                if w.ndim != 2:
-                    raise ModelFileError(f"{where}: node '{name}' (MatMul) needs a 2-D weight, got shape {w.shape}")
-                w, bias = w.T, np.zeros(w.shape[1])
-            if fwd is not None:
-                va, vb = fwd
-                if va.size != w.shape[1]:
-                    raise ModelFileError(f"{where}: node '{name}': normalisation of size {va.size} before an input of {w.shape[1]}")
-                bias = bias + w @ vb
-                w = w * va[None, :]
-            lin = nn.Linear(w.shape[1], w.shape[0])
-            with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(w))
-                lin.bias.copy_(torch.from_numpy(np.ascontiguousarray(bias)))
-            chain.add(lin, affine=True)
-            chain.shape = [w.shape[0]]
-        elif op == "Conv":
-            w = const(node.input[1], node).astype(np.float64)
-            nsp = w.ndim - 2
-            if nsp not in (1, 2):
-                raise UnsupportedLayerError(f"ONNX Conv with {nsp} spatial dims", f"node '{name}' in {where}")
-            if at.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
-                raise ModelFileError(f"{where}: node '{name}' (Conv) uses auto_pad={at['auto_pad']!r}; export it with explicit pads")
-            pads = list(at.get("pads", [0] * 2 * nsp))
-            if pads[:nsp] != pads[nsp:]:
-                raise ModelFileError(f"{where}: node '{name}' (Conv) has asymmetric pads {pads}, which auditai does not read")
-            strides = list(at.get("strides", [1] * nsp))
-            dil = list(at.get("dilations", [1] * nsp))
-            groups = int(at.get("group", 1))
-            bias = const(node.input[2], node).astype(np.float64) if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[0])
-            if fwd is not None:
-                va, vb = fwd
-                if groups != 1 or va.size != w.shape[1]:
-                    raise ModelFileError(f"{where}: node '{name}': cannot fold a normalisation into a grouped Conv")
-                if any(pads) and (vb != 0).any():
-                    chain.materialise(va, vb)  # zero padding would see the shift: keep it a layer
-                else:
-                    bias = bias + (w * vb.reshape(1, -1, *([1] * nsp))).sum(axis=tuple(range(1, w.ndim)))
-                    w = w * va.reshape(1, -1, *([1] * nsp))
-            cls = nn.Conv1d if nsp == 1 else nn.Conv2d
-            conv = cls(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), stride=tuple(strides),
-                       padding=tuple(pads[:nsp]), dilation=tuple(dil), groups=groups)
-            with torch.no_grad():
-                conv.weight.copy_(torch.from_numpy(w))
-                conv.bias.copy_(torch.from_numpy(bias))
-            chain.add(conv, affine=True)
-            sp = chain.shape[1:] if len(chain.shape) == nsp + 1 else [None] * nsp
-            chain.shape = [w.shape[0]] + [_conv_out(sp[i], w.shape[2 + i], strides[i], pads[i], pads[nsp + i], dil[i]) for i in range(nsp)]
-        elif op in ("Relu", "Sigmoid", "Tanh", "LeakyRelu"):
-            m = {"Relu": nn.ReLU, "Sigmoid": nn.Sigmoid, "Tanh": nn.Tanh}.get(op)
-            chain.add(m() if m else nn.LeakyReLU(float(at.get("alpha", 0.01))))
-        elif op in ("Flatten", "Reshape"):
-            known = all(s is not None for s in chain.shape)
-            total = int(np.prod(chain.shape)) if known else None
-            if op == "Flatten":
-                if at.get("axis", 1) != 1:
-                    raise ModelFileError(f"{where}: node '{name}' (Flatten) has axis={at['axis']}; only axis=1 is read")
-            else:
-                target = [int(s) for s in const(node.input[1], node).reshape(-1)]
-                ok = len(target) == 2 and target[0] in (-1, 0, 1) and (target[1] == -1 or target[1] == total)
-                if not ok:
-                    raise UnsupportedLayerError(f"ONNX Reshape to {target}", f"node '{name}' in {where}",
-                                                "only a flatten to N×features is read")
-            if len(chain.shape) != 1:
-                chain.add(nn.Flatten())
-            chain.shape = [total]
-        elif op == "BatchNormalization":
-            scale, b, mean, var = (const(node.input[i], node) for i in range(1, 5))
-            c = scale.size
-            bn = (nn.BatchNorm2d if len(chain.shape) == 3 else nn.BatchNorm1d)(c, eps=float(at.get("epsilon", 1e-5)))
-            with torch.no_grad():
-                bn.weight.copy_(torch.from_numpy(scale.astype(np.float32)))
-                bn.bias.copy_(torch.from_numpy(b.astype(np.float32)))
-                bn.running_mean.copy_(torch.from_numpy(mean.astype(np.float32)))
-                bn.running_var.copy_(torch.from_numpy(var.astype(np.float32)))
-            chain.add(bn)
-        else:
-            raise UnsupportedLayerError(f"ONNX operator {op}", f"node '{name}' in {where}",
-                                        "supported: Gemm, MatMul, Conv, Relu, Sigmoid, Tanh, LeakyRelu, Flatten, "
-                                        "Reshape, BatchNormalization, Add/Sub/Mul/Div by constants")
-        cur = node.output[0]
-
-    fwd = chain.flush()
-    if fwd is not None:
-        chain.materialise(*fwd)
-    outs = [o.name for o in g.output]
-    if outs != [cur]:
-        raise ModelFileError(f"{where}: the graph's outputs {outs} are not the chain's last value {cur!r}")
-    if not any(isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)) for m in chain.mods):
-        raise ModelFileError(f"{where}: the graph has no affine layer (Gemm, MatMul or Conv)")
-    return nn.Sequential(*chain.mods).float().eval()
+    gm = GraphModule(flat_head(read_onnx_graph(data, where))).eval()
+    # its weights as (frozen) parameters, so code that takes a head's dtype and device from its
+    # parameters (the attack, AuditModel) sees them; the graph reads them by name either way
+    for name, t in list(gm.named_buffers()):
+        if t.is_floating_point():
+            delattr(gm, name)
+            gm.register_parameter(name, nn.Parameter(t, requires_grad=False))
+    return gm
 
 
 # =========================================================================== export
-def _leaves(head: nn.Module) -> list[nn.Module]:
-    from auditai.model import describe_head  # refuses unsupported layers, naming them
+_EXPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ReLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.Flatten,
+             nn.BatchNorm1d, nn.BatchNorm2d, nn.Identity, nn.Dropout, nn.Sequential)
 
-    describe_head(head)
+
+def _leaves(head: nn.Module) -> list[nn.Module]:
+    """The head's layers in order; refuses (naming it) a layer outside the exported chain layers."""
+    from auditai.bounds.guard import refuse_hidden_forward
+
+    def check(m: nn.Module, pos: str) -> None:
+        refuse_hidden_forward(m, pos)
+        if type(m) not in _EXPORTED:
+            raise UnsupportedLayerError(f"{type(m).__module__}.{type(m).__qualname__}", pos,
+                                        "exported layers: " + ", ".join(c.__name__ for c in _EXPORTED))
+        if isinstance(m, nn.Sequential):
+            for i, c in enumerate(m):
+                check(c, f"{pos}[{i}]" if pos == "head" else f"{pos}.{i}")
+
+    check(head, "head")
     out: list[nn.Module] = []
     stack = [head]
     while stack:
@@ -326,15 +82,38 @@ def _leaves(head: nn.Module) -> list[nn.Module]:
     return out
 
 
+def _dtype(head: nn.Module) -> torch.dtype:
+    t = next((t for t in list(head.parameters()) + list(head.buffers()) if t.is_floating_point()), None)
+    return t.dtype if t is not None else torch.get_default_dtype()
+
+
 def head_to_onnx(head: nn.Module, z0: Tensor, basis: Tensor) -> Any:
     """ONNX model of δ (1×k) ↦ head(z0 + B·δ), z0 + B·δ folded into the first Linear in float64.
 
-    z0: d; basis B: d×k. The head must hold only supported layers (eval semantics).
+    z0: d; basis B: d×k. A chain of supported layers is written layer by layer; any other head
+    (a GraphModule, or a module whose traced graph IR matches it) node by node
+    (`auditai.onnx_export_graph`).
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    layers = _leaves(head)
+    from auditai.bounds.graph import GraphModule
+
+    if isinstance(head, GraphModule):
+        from auditai.onnx_export_graph import graph_to_onnx
+
+        return graph_to_onnx(head.graph, z0, basis)
+    try:
+        layers = _leaves(head)
+    except UnsupportedLayerError as chain_error:  # not a chain: its graph IR (traced, checked)
+        from auditai.graph_io import read_head_graph
+        from auditai.onnx_export_graph import graph_to_onnx
+
+        try:
+            g = read_head_graph(head.eval(), int(z0.numel()))
+        except UnsupportedLayerError:
+            raise chain_error from None
+        return graph_to_onnx(g, z0, basis)
     z0d = z0.detach().double().reshape(-1)
     B = basis.detach().double()
     k = B.shape[1]
@@ -398,7 +177,7 @@ def head_to_onnx(head: nn.Module, z0: Tensor, basis: Tensor) -> Any:
             raise UnsupportedLayerError(type(m).__name__, "head")
         cur = out
     with torch.no_grad():
-        m_out = head.eval()(z0.detach().reshape(1, -1).to(next(head.parameters()).dtype)).shape[1]
+        m_out = head.eval()(z0.detach().reshape(1, -1).to(_dtype(head))).shape[1]
     graph = helper.make_graph(
         nodes, "auditai_unit_test",
         [helper.make_tensor_value_info("delta", TensorProto.FLOAT, [1, k])],
@@ -470,7 +249,7 @@ def export_vnnlib(
         )
     head = head.eval()
     with torch.no_grad():
-        num_out = head(z0[:1].to(next(head.parameters()).dtype)).shape[1]
+        num_out = head(z0[:1].to(_dtype(head))).shape[1]
     lab_max = 1 if num_out == 1 else num_out - 1
     if labels.numel() and (labels.min() < 0 or labels.max() > lab_max):
         raise ValueError(f"labels must lie in 0..{lab_max} for a head with {num_out} output(s)")

@@ -236,7 +236,11 @@ def _bias_linear(n: Node, A: Tensor, in_shapes: List[Tuple[int, ...]]) -> Option
     """Σ A ⊙ node(0): the constant part of an affine node, (L, m) (None when it has none)."""
     c = n.consts
     if n.op == "linear":
-        return None if c.get("bias") is None else A @ c["bias"]
+        # A (L, m, *lead, out): the bias is added at every leading position (a Linear on N×…×in)
+        if c.get("bias") is None:
+            return None
+        b = A @ c["bias"]
+        return b if b.dim() == 2 else b.flatten(2).sum(-1)
     if n.op in ("conv", "conv_transpose"):
         if c.get("bias") is None:
             return None
