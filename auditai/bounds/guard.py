@@ -217,3 +217,83 @@ def _close(a: Tensor, b: Tensor) -> bool:
     if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
         return False
     return _rel_error(a, b) <= RELATIVE_TOLERANCE
+
+
+# ------------------------------------------------------------------ the verdict cache
+# The agreement check runs the module in float64 at every bound call; for a head bounded again
+# and again (a test suite, a training loop's evaluation) that dominated small chain heads. A
+# verdict is remembered per module, keyed on everything its function can depend on: the class
+# and instance `forward` of every submodule, every parameter, buffer and tensor attribute (its
+# identity and in-place `_version`), every plain attribute (a LeakyReLU's slope, a flag read in
+# forward), the training flags and the input shape. A module with hooks, parametrizations or an
+# attribute of another kind is never cached (the guard then runs each time, as before).
+
+_TORCH_INTERNALS = frozenset(vars(nn.Module()).keys())
+_PLAIN = (int, float, str, bool, type(None), torch.dtype, torch.device)
+_VERDICTS: "weakref.WeakKeyDictionary[nn.Module, list]" = weakref.WeakKeyDictionary()
+MAX_VERDICTS_PER_MODULE = 8
+
+
+def _plain_value(v) -> bool:
+    return isinstance(v, _PLAIN) or (isinstance(v, tuple) and all(isinstance(x, _PLAIN) for x in v))
+
+
+def module_state(module: nn.Module, in_shape) -> Optional[tuple]:
+    """(key, tensors): a hashable snapshot of what `module`'s function depends on, with the tensors
+    whose identities it names (compared by `is`, so a freed and reused id never matches); None
+    when the module cannot be snapshotted safely (hooks, parametrizations, opaque attributes)."""
+    if global_hooks():
+        return None
+    parts: list = [tuple(int(s) for s in in_shape)]
+    tensors: List[Tensor] = []
+    for m in module.modules():
+        if _hooks(m) or hasattr(m, "parametrizations") or type(m)._call_impl is not nn.Module._call_impl \
+                or type(m).__call__ is not nn.Module.__call__:
+            return None
+        entry: list = [id(m), type(m), type(m).forward, vars(m).get("forward"), m.training]
+        for store in ("_parameters", "_buffers"):
+            for name, t in vars(m)[store].items():
+                entry.append((store, name, None if t is None else (id(t), t._version, t.dtype, tuple(t.shape))))
+                if t is not None:
+                    tensors.append(t)
+        for name, v in vars(m).items():
+            if name in _TORCH_INTERNALS or name == "forward":
+                if name in ("_forward_hooks", "_forward_pre_hooks") and v:
+                    return None
+                continue
+            if isinstance(v, nn.Module):
+                continue  # a submodule set as a plain attribute is also in _modules
+            if isinstance(v, Tensor):
+                entry.append((name, id(v), v._version, v.dtype, tuple(v.shape)))
+                tensors.append(v)
+            elif _plain_value(v):
+                entry.append((name, v))
+            else:
+                return None
+        parts.append(tuple(entry))
+    return tuple(parts), tensors
+
+
+def verdict_cached(module: nn.Module, state: Optional[tuple], kind: str) -> bool:
+    """True when the guard already found `module` in exactly this state in agreement with its ops."""
+    if state is None:
+        return False
+    key, tensors = state
+    for k, refs in _VERDICTS.get(module, ()):
+        if k == (kind, key) and len(refs) == len(tensors) and all(r() is t for r, t in zip(refs, tensors)):
+            return True
+    return False
+
+
+def remember_verdict(module: nn.Module, state: Optional[tuple], kind: str) -> None:
+    """Record that the guard passed for `module` in `state` (after a successful check)."""
+    if state is None:
+        return
+    key, tensors = state
+    try:
+        refs = [weakref.ref(t) for t in tensors]
+        entries = _VERDICTS.setdefault(module, [])
+    except TypeError:  # not weak-referenceable
+        return
+    entries.append(((kind, key), refs))
+    del entries[:-MAX_VERDICTS_PER_MODULE]
