@@ -24,6 +24,8 @@ def _u(gen: torch.Generator, lo: float, hi: float) -> float:
 ACTIVATIONS: dict[str, Callable[[torch.Generator], nn.Module]] = {
     "relu": lambda g: nn.ReLU(),
     "leaky_relu": lambda g: nn.LeakyReLU(_u(g, 0.0, 0.9)),
+    "leaky_relu_steep": lambda g: nn.LeakyReLU(_u(g, 1.2, 3.0)),    # concave
+    "leaky_relu_negative": lambda g: nn.LeakyReLU(_u(g, -0.8, -0.1)),  # not monotone
     "tanh": lambda g: nn.Tanh(),
     "sigmoid": lambda g: nn.Sigmoid(),
     "hardtanh": lambda g: nn.Hardtanh(_u(g, -1.0, 0.0), _u(g, 0.05, 1.0)),
@@ -33,6 +35,7 @@ ACTIVATIONS: dict[str, Callable[[torch.Generator], nn.Module]] = {
     "silu": lambda g: nn.SiLU(),
     "elu": lambda g: nn.ELU(_u(g, 0.1, 1.0)),
     "elu_big": lambda g: nn.ELU(_u(g, 1.0, 2.5)),
+    "elu_negative": lambda g: nn.ELU(_u(g, -1.0, -0.1)),             # not monotone
     # small thresholds put the switch to the identity inside the sets
     "softplus": lambda g: nn.Softplus(beta=_u(g, 0.5, 3.0), threshold=_u(g, 0.05, 2.0)),
     "softplus_default": lambda g: nn.Softplus(),
@@ -123,12 +126,13 @@ class ViewPermute(nn.Module):
         super().__init__()
         self.fc = nn.Linear(d, 6)
         self.act = make_act(act, gen)
-        self.out = nn.Linear(6 + 3, out)
+        self.out = nn.Linear(6 + 3 + 3, out)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.act(self.fc(x)).view(-1, 2, 3).permute(0, 2, 1)     # (N, 3, 2)
         m = h.mean(dim=2)                                            # (N, 3)
-        return self.out(torch.cat([h.flatten(1), m], dim=1))
+        f = h.flatten(1)
+        return self.out(torch.cat([f, m, f[:, ::2]], dim=1))          # a strided slice too
 
 
 class BatchNormMLP(nn.Module):
