@@ -225,8 +225,10 @@ def _close(a: Tensor, b: Tensor) -> bool:
 # verdict is remembered per module, keyed on everything its function can depend on: the class
 # and instance `forward` of every submodule, every parameter, buffer and tensor attribute (its
 # identity and in-place `_version`), every plain attribute (a LeakyReLU's slope, a flag read in
-# forward), the training flags and the input shape. A module with hooks, parametrizations or an
-# attribute of another kind is never cached (the guard then runs each time, as before).
+# forward), the tensors and values a user-written forward reads from module globals or closures,
+# the training flags and the input shape. A module with hooks, parametrizations or an attribute
+# of another kind is never cached (the guard then runs each time, as before). Not seen: state
+# read through helper functions the forward calls; such a head should keep its state in the module.
 
 _TORCH_INTERNALS = frozenset(vars(nn.Module()).keys())
 _PLAIN = (int, float, str, bool, type(None), torch.dtype, torch.device)
@@ -234,8 +236,54 @@ _VERDICTS: "weakref.WeakKeyDictionary[nn.Module, list]" = weakref.WeakKeyDiction
 MAX_VERDICTS_PER_MODULE = 8
 
 
-def _plain_value(v) -> bool:
-    return isinstance(v, _PLAIN) or (isinstance(v, tuple) and all(isinstance(x, _PLAIN) for x in v))
+def _frozen(v):
+    """A hashable copy of a plain value (scalars, and lists, tuples, dicts of them), else _OPAQUE."""
+    if isinstance(v, _PLAIN):
+        return v
+    if isinstance(v, (list, tuple)):
+        items = tuple(_frozen(x) for x in v)
+        return _OPAQUE if any(x is _OPAQUE for x in items) else (type(v).__name__, items)
+    if isinstance(v, dict) and all(isinstance(k, str) for k in v):
+        items = tuple((k, _frozen(x)) for k, x in sorted(v.items()))
+        return _OPAQUE if any(x is _OPAQUE for _, x in items) else ("dict", items)
+    return _OPAQUE
+
+
+_OPAQUE = object()
+
+
+def _code_state(m: nn.Module, tensors: List[Tensor]) -> Optional[tuple]:
+    """What a user-written forward reads besides its module: the module-level names (globals) and
+    closure cells it refers to. Tensors by identity and version, plain values by value; modules,
+    functions and classes are taken as fixed; anything else makes the module uncacheable (None)."""
+    f = type(m).forward
+    if getattr(f, "__module__", "").startswith("torch."):
+        return ()
+    code, glb = getattr(f, "__code__", None), getattr(f, "__globals__", {})
+    if code is None:
+        return None
+    cells = [c.cell_contents for c in (getattr(f, "__closure__", None) or ()) if _cell_full(c)]
+    out = []
+    for name, v in [(n, glb[n]) for n in code.co_names if n in glb] + [("<closure>", c) for c in cells]:
+        if isinstance(v, Tensor):
+            out.append((name, id(v), v._version))
+            tensors.append(v)
+        elif isinstance(v, (nn.Module, type)) or callable(v) or type(v).__name__ == "module":
+            continue
+        else:
+            fv = _frozen(v)
+            if fv is _OPAQUE:
+                return None
+            out.append((name, fv))
+    return tuple(out)
+
+
+def _cell_full(c) -> bool:
+    try:
+        c.cell_contents
+    except ValueError:
+        return False
+    return True
 
 
 def module_state(module: nn.Module, in_shape) -> Optional[tuple]:
@@ -266,10 +314,15 @@ def module_state(module: nn.Module, in_shape) -> Optional[tuple]:
             if isinstance(v, Tensor):
                 entry.append((name, id(v), v._version, v.dtype, tuple(v.shape)))
                 tensors.append(v)
-            elif _plain_value(v):
-                entry.append((name, v))
             else:
-                return None
+                fv = _frozen(v)
+                if fv is _OPAQUE:
+                    return None
+                entry.append((name, fv))
+        code = _code_state(m, tensors)
+        if code is None:
+            return None
+        entry.append(code)
         parts.append(tuple(entry))
     return tuple(parts), tensors
 

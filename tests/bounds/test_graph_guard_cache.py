@@ -115,3 +115,38 @@ def test_parametrized_heads_are_checked_every_time(counts):
     except UnsupportedLayerError:
         return  # refused outright: also fine
     assert counts["chain"] + counts["graph"] >= 2
+
+
+OFFSET = torch.zeros(2, dtype=DT)   # module-level state a forward reads
+
+
+class ReadsGlobal(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.b(x + torch.relu(self.a(x))) + OFFSET
+
+
+def test_a_global_tensor_the_forward_reads_is_part_of_the_state(counts):
+    global OFFSET
+    torch.manual_seed(2)
+    head = ReadsGlobal().to(DT)
+    lo_x = torch.randn(2, 3, dtype=DT)
+    hi_x = lo_x + 0.3
+    bound_box(head, lo_x, hi_x)
+    bound_box(head, lo_x, hi_x)
+    assert counts["graph"] == 1
+    OFFSET.add_(5.0)                       # in place
+    lo, up = bound_box(head, lo_x, hi_x)
+    assert counts["graph"] == 2
+    with torch.no_grad():
+        y = head(lo_x)
+    assert (y >= lo - 1e-9).all() and (y <= up + 1e-9).all()
+    OFFSET = torch.full((2,), -7.0, dtype=DT)   # rebound to a new tensor
+    lo, up = bound_box(head, lo_x, hi_x)
+    assert counts["graph"] == 3
+    with torch.no_grad():
+        y = head(hi_x)
+    assert (y >= lo - 1e-9).all() and (y <= up + 1e-9).all()
