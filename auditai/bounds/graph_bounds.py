@@ -331,6 +331,11 @@ def _maxpool_backward(A: Tensor, relaxation, in_shape) -> Tuple[List[Tensor], Te
     return [out.reshape(N, m, *in_shape)], bias
 
 
+def _kink_at_zero(n: Node) -> bool:
+    """ReLU and LeakyReLU of slope in [0, 1]: exact lines on an interval that does not cross 0."""
+    return n.op == "relu" or (n.op == "leaky_relu" and 0.0 <= float(n.attrs["slope"]) <= 1.0)
+
+
 def _identity_rows(shape, dtype, device) -> Tensor:
     D = num_elements(shape)
     eye = torch.eye(D, dtype=dtype, device=device)
@@ -361,13 +366,34 @@ def bound_graph(g: Graph, im: InputMap, C: Optional[Tensor], method: str,
     rel = _Relax(g, ivs)
     tighten = None
     if method == "crown":
+        consumers = g.consumers()
+
         def tighten(j: int) -> Interval:
-            """CROWN bounds of node j (its relaxations so far) intersected with its IBP interval."""
+            """CROWN bounds of node j (its relaxations so far) intersected with its IBP interval.
+
+            Where node j feeds only ReLU-like nodes (kink at 0), only the neurons its IBP interval
+            leaves unstable in some sample get CROWN rows (as auto_LiRPA does): a stable neuron's
+            relaxation is its exact linear piece whatever its interval."""
             l_ibp, u_ibp = ivs[j]
-            Dj = num_elements(g.nodes[j].shape)
-            bnd = backward_bound(g, j, _identity_rows(g.nodes[j].shape, l_ibp.dtype, l_ibp.device), rel, im)
-            nl = torch.maximum(l_ibp.flatten(1), bnd[:, :Dj])
-            nu = torch.maximum(torch.minimum(u_ibp.flatten(1), -bnd[:, Dj:]), nl)
+            shape = g.nodes[j].shape
+            lf, uf = l_ibp.flatten(1), u_ibp.flatten(1)
+            rows = None
+            if consumers[j] and all(_kink_at_zero(g.nodes[c]) for c in consumers[j]):
+                rows = ((lf < 0) & (uf > 0)).any(0).nonzero().squeeze(1)
+                if rows.numel() == 0:
+                    return l_ibp, u_ibp
+            eye = torch.eye(num_elements(shape), dtype=l_ibp.dtype, device=l_ibp.device)
+            if rows is not None:
+                eye = eye[rows]
+            K = eye.shape[0]
+            bnd = backward_bound(g, j, torch.cat([eye, -eye]).reshape(1, 2 * K, *shape), rel, im)
+            if rows is None:
+                nl = torch.maximum(lf, bnd[:, :K])
+                nu = torch.maximum(torch.minimum(uf, -bnd[:, K:]), nl)
+            else:
+                nl, nu = lf.clone(), uf.clone()
+                nl[:, rows] = torch.maximum(lf[:, rows], bnd[:, :K])
+                nu[:, rows] = torch.maximum(torch.minimum(uf[:, rows], -bnd[:, K:]), nl[:, rows])
             return nl.reshape(l_ibp.shape), nu.reshape(u_ibp.shape)
     ibp_graph(g, im, tighten, ivs)
     if C is None:
