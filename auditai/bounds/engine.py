@@ -21,12 +21,16 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from auditai.errors import UnsupportedLayerError
-
 from auditai.bounds import symbolic
 from auditai.bounds.crown import Relaxations, backward_lower, crown_intermediate
 from auditai.bounds.graph_engine import bound_module_graph, check_graph, lower_to_chain, read_graph
-from auditai.bounds.guard import check_agreement, module_state, remember_verdict, set_points, verdict_cached
+from auditai.bounds.guard import (
+    check_agreement,
+    module_state,
+    remember_verdict,
+    set_points,
+    verdict_cached,
+)
 from auditai.bounds.interval import first_mix_radius, ibp_last_layer, ibp_spec
 from auditai.bounds.ops import (
     Activation,
@@ -39,6 +43,7 @@ from auditai.bounds.ops import (
     op_sources,
     to_ops,
 )
+from auditai.errors import UnsupportedLayerError
 
 METHODS = ("ibp", "crown-ibp", "crown")
 _ALIASES = {"ibp": "ibp", "crown-ibp": "crown-ibp", "crown_ibp": "crown-ibp", "crownibp": "crown-ibp",

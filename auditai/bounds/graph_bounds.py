@@ -24,8 +24,14 @@ from torch import Tensor
 from auditai.bounds.graph import ACTIVATIONS, NONLINEAR_OPS, Graph, Node, apply, num_elements
 from auditai.bounds.ops import dual_norm
 from auditai.bounds.relax import (
-    convex_increasing_relaxation, hardtanh_relaxation, kinked_interval, leaky_relu_relaxation, quasi_convex_relaxation, relax,
-    softplus_interval, softplus_relaxation,
+    convex_increasing_relaxation,
+    hardtanh_relaxation,
+    kinked_interval,
+    leaky_relu_relaxation,
+    quasi_convex_relaxation,
+    relax,
+    softplus_interval,
+    softplus_relaxation,
 )
 from auditai.errors import UnsupportedLayerError
 

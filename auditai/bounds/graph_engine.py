@@ -3,8 +3,8 @@
 `read_graph` traces a module once per state (cached by the identities and versions of its
 parameters, buffers and plain attributes: guard.module_state); the guard's verdict is cached
 under the same key, so a module in a state already checked is neither traced nor checked again.
-A chain-shaped graph of the chain engine's ops is lowered to that engine's op list (`lower_to_chain`): the chain engine is the graph engine's fast path for
-chains. Every other graph is bounded by `graph_bounds.bound_graph`, in chunks of samples that
+A chain-shaped graph of the chain engine's ops is lowered to that engine's op list
+(`lower_to_chain`): the chain engine is the graph engine's fast path for chains. Every other graph is bounded by `graph_bounds.bound_graph`, in chunks of samples that
 fit the memory budget.
 """
 
@@ -12,15 +12,23 @@ from __future__ import annotations
 
 import math
 import weakref
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from auditai.bounds.graph import Graph, GraphModule, num_elements
 from auditai.bounds.graph_bounds import InputMap, bound_graph
-from auditai.bounds.guard import ConversionMismatchError, RELATIVE_TOLERANCE, _close, _float64_call, \
-    _rel_error, module_state, remember_verdict, set_points, verdict_cached
+from auditai.bounds.guard import (
+    RELATIVE_TOLERANCE,
+    ConversionMismatchError,
+    _close,
+    _float64_call,
+    _rel_error,
+    module_state,
+    remember_verdict,
+    verdict_cached,
+)
 from auditai.bounds.ops import Activation, Conv, Dense, Reshape, ScaleShift
 from auditai.bounds.trace import trace_module
 from auditai.errors import UnsupportedLayerError

@@ -225,8 +225,8 @@ def _close(a: Tensor, b: Tensor) -> bool:
 # verdict is remembered per module, keyed on everything its function can depend on: the class
 # and instance `forward` of every submodule, every parameter, buffer and tensor attribute (its
 # identity and in-place `_version`), every plain attribute (a LeakyReLU's slope, a flag read in
-# forward), the tensors and values a user-written forward reads from module globals or closures,
-# the training flags and the input shape. A module with hooks, parametrizations or an attribute
+# forward), the tensors and values a user-written forward reads from module globals, closures or
+# class attributes, the training flags and the input shape. A module with hooks, parametrizations or an attribute
 # of another kind is never cached (the guard then runs each time, as before). Not seen: state
 # read through helper functions the forward calls; such a head should keep its state in the module.
 
@@ -263,8 +263,11 @@ def _code_state(m: nn.Module, tensors: List[Tensor]) -> Optional[tuple]:
     if code is None:
         return None
     cells = [c.cell_contents for c in (getattr(f, "__closure__", None) or ()) if _cell_full(c)]
+    klass = [(f"{k.__name__}.{n}", v) for k in type(m).__mro__ if k.__module__.split(".")[0] != "torch"
+             and k is not object for n, v in vars(k).items() if not n.startswith("__")
+             and not isinstance(v, (staticmethod, classmethod, property))]
     out = []
-    for name, v in [(n, glb[n]) for n in code.co_names if n in glb] + [("<closure>", c) for c in cells]:
+    for name, v in [(n, glb[n]) for n in code.co_names if n in glb] + [("<closure>", c) for c in cells] + klass:
         if isinstance(v, Tensor):
             out.append((name, id(v), v._version))
             tensors.append(v)

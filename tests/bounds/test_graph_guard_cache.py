@@ -150,3 +150,31 @@ def test_a_global_tensor_the_forward_reads_is_part_of_the_state(counts):
     with torch.no_grad():
         y = head(hi_x)
     assert (y >= lo - 1e-9).all() and (y <= up + 1e-9).all()
+
+
+class ClassScale(nn.Module):
+    SCALE = 1.0
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.b(x + self.SCALE * torch.relu(self.a(x)))
+
+
+def test_a_class_attribute_the_forward_reads_is_part_of_the_state(counts):
+    torch.manual_seed(3)
+    head = ClassScale().to(DT)
+    lo_x = torch.randn(2, 3, dtype=DT)
+    hi_x = lo_x + 0.3
+    bound_box(head, lo_x, hi_x)
+    ClassScale.SCALE = -4.0
+    try:
+        lo, up = bound_box(head, lo_x, hi_x)
+        assert counts["graph"] == 2
+        with torch.no_grad():
+            y = head(lo_x)
+        assert (y >= lo - 1e-9).all() and (y <= up + 1e-9).all()
+    finally:
+        ClassScale.SCALE = 1.0

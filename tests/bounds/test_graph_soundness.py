@@ -13,7 +13,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from auditai.bounds import bound_ball, bound_box
-from tests.bounds.graph_helpers import ACTIVATIONS, DT, FUNCTIONAL, box_pgd, box_points, build, spec_fn
+from tests.bounds.graph_helpers import (
+    ACTIVATIONS,
+    DT,
+    FUNCTIONAL,
+    box_pgd,
+    box_points,
+    build,
+    spec_fn,
+)
 from tests.bounds.helpers import hyp
 
 METHODS = ("ibp", "crown-ibp", "crown")
