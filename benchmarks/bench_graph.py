@@ -109,18 +109,23 @@ def _time(fn, reps=3) -> float:
     return ts[len(ts) // 2]
 
 
-def chain_rows(ref: str, n: int, threads: int) -> list[str]:
+def chain_rows(refs: list[str], n: int, threads: int) -> list[str]:
+    """One row per reference revision (each in its own temporary worktree), then this tree."""
+    res = {}
     with tempfile.TemporaryDirectory() as tmp:
-        ref_tree = Path(tmp) / "ref"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(ref_tree), ref], check=True)
+        trees = []
+        for i, ref in enumerate(refs):
+            tree = Path(tmp) / f"ref{i}"
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), ref], check=True)
+            trees.append((f"{ref}", tree))
         try:
-            res = {}
-            for name, tree in (("before (" + ref + ")", ref_tree), ("after (this tree)", ROOT)):
+            for name, tree in trees + [("this tree", ROOT)]:
                 out = subprocess.run([sys.executable, "-c", CHAIN_SNIPPET, str(tree), str(n), str(threads)],
                                      check=True, capture_output=True, text=True).stdout
                 res[name] = json.loads(out.strip().splitlines()[-1])
         finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(ref_tree)], check=False)
+            for _, tree in trees:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
     rows = ["| chain head 128→1024×4→10, batch %d | IBP / forward | CROWN-IBP / forward |" % n, "|---|---|---|"]
     for name, r in res.items():
         rows.append(f"| {name} | {r['ibp']:.2f}× | {r['crown-ibp']:.2f}× |")
@@ -157,15 +162,29 @@ def graph_rows(quick: bool) -> list[str]:
     return rows
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ref", default="44d77e8", help="revision before the graph IR")
+    ap.add_argument("--ref", default=["44d77e8"], nargs="+",
+                    help="reference revisions (default: 44d77e8, the last before the graph IR)")
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
-    lines = [f"Machine: {platform.processor() or platform.machine()}, {threads} threads, torch {torch.__version__}", ""]
+    lines = [f"Machine: {_cpu_name()}, {threads} threads, torch {torch.__version__}", ""]
     lines += chain_rows(args.ref, args.batch if not args.quick else 256, threads) + [""]
     lines += graph_rows(args.quick)
     text = "\n".join(lines) + "\n"

@@ -21,12 +21,16 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from auditai.errors import UnsupportedLayerError
-
 from auditai.bounds import symbolic
 from auditai.bounds.crown import Relaxations, backward_lower, crown_intermediate
 from auditai.bounds.graph_engine import bound_module_graph, check_graph, lower_to_chain, read_graph
-from auditai.bounds.guard import check_agreement, set_points
+from auditai.bounds.guard import (
+    check_agreement,
+    module_state,
+    remember_verdict,
+    set_points,
+    verdict_cached,
+)
 from auditai.bounds.interval import first_mix_radius, ibp_last_layer, ibp_spec
 from auditai.bounds.ops import (
     Activation,
@@ -39,6 +43,7 @@ from auditai.bounds.ops import (
     op_sources,
     to_ops,
 )
+from auditai.errors import UnsupportedLayerError
 
 METHODS = ("ibp", "crown-ibp", "crown")
 _ALIASES = {"ibp": "ibp", "crown-ibp": "crown-ibp", "crown_ibp": "crown-ibp", "crownibp": "crown-ibp",
@@ -203,12 +208,18 @@ def guard_conversion(module: nn.Module, ops_float64: Callable[[], list], x0: Ten
     """Check, in float64, that the ops compute `module` at the set's centres and points (guard.py).
 
     Raises ConversionMismatchError naming the first op where they part; runs before any bound.
+    A module already checked in exactly its present state is not checked again (guard.py's
+    verdict cache: a changed weight, attribute, forward or hook means a new check).
     """
+    state = module_state(module, tuple(x0.shape[1:]))
+    if verdict_cached(module, state, "chain"):
+        return
     with torch.no_grad():
         ops = ops_float64()
         pts = set_points(x0.detach().double(), eps.detach().double(), p,
                          None if basis is None else basis.detach().double())
     check_agreement(module, ops, pts, root_name, sources)
+    remember_verdict(module, state, "chain")
 
 
 def _read(module: nn.Module, in_shape: Tuple[int, ...], dtype, device, root_name: str):

@@ -24,8 +24,16 @@ from torch import Tensor
 from auditai.bounds.graph import ACTIVATIONS, NONLINEAR_OPS, Graph, Node, apply, num_elements
 from auditai.bounds.ops import dual_norm
 from auditai.bounds.relax import (
-    convex_increasing_relaxation, hardtanh_relaxation, quasi_convex_relaxation, relax,
+    convex_increasing_relaxation,
+    hardtanh_relaxation,
+    kinked_interval,
+    leaky_relu_relaxation,
+    quasi_convex_relaxation,
+    relax,
+    softplus_interval,
+    softplus_relaxation,
 )
+from auditai.errors import UnsupportedLayerError
 
 Interval = Tuple[Tensor, Tensor]
 
@@ -73,9 +81,16 @@ class InputMap:
 # ----------------------------------------------------------------------------- IBP
 def _ibp_node(n: Node, ivs: List[Interval]) -> Interval:
     op, c = n.op, n.consts
-    if op in ("relu", "leaky_relu", "tanh", "sigmoid", "hardtanh", "elu", "softplus", "maxpool"):
+    if op in ("relu", "tanh", "sigmoid", "hardtanh", "maxpool") or \
+            (op == "leaky_relu" and n.attrs["slope"] >= 0) or (op == "elu" and n.attrs["alpha"] >= 0):
         (l, u), = ivs
         return apply(n, l), apply(n, u)  # monotone
+    if op in ("leaky_relu", "elu"):
+        (l, u), = ivs
+        return kinked_interval(lambda x: apply(n, x), l, u)
+    if op == "softplus":
+        (l, u), = ivs
+        return softplus_interval(l, u, *_softplus_params(n))
     if op in ("gelu", "silu"):
         (l, u), = ivs
         lo_d, lo_b, up_d, up_b = _relaxation(n, l, u)
@@ -124,8 +139,27 @@ def ibp_graph(g: Graph, im: InputMap, tighten=None,
         n = g.nodes[i]
         if tighten is not None and n.op in NONLINEAR_OPS and n.inputs[0] != 0:
             ivs[n.inputs[0]] = tighten(n.inputs[0])
-        ivs[i] = _ibp_node(n, [ivs[j] for j in n.inputs])
+        if n.op == "linear" and n.inputs == (0,) and len(g.in_shape) == 1 and not _box_like(im):
+            ivs[i] = _exact_affine(im, n.consts["weight"], n.consts.get("bias"))
+        else:
+            ivs[i] = _ibp_node(n, [ivs[j] for j in n.inputs])
     return ivs
+
+
+def _box_like(im: InputMap) -> bool:
+    """The set is a box (ℓ∞ without a basis): intervals are exact through any affine map already."""
+    return im.p == math.inf and im.basis is None
+
+
+def _exact_affine(im: InputMap, W: Tensor, b: Optional[Tensor]) -> Interval:
+    """Exact range of W·x + b over the input map's set, W (m, in) or (N, m, in): by Hölder per row,
+    as auto_LiRPA's first layer (an interval of x first would lose the ball's shape)."""
+    A = W if W.dim() == 3 else W.unsqueeze(0)
+    bias = torch.zeros(im.n, A.shape[1], dtype=A.dtype, device=A.device) if b is None else \
+        (b if b.dim() == 2 else b.unsqueeze(0)).expand(im.n, A.shape[1])
+    lo = im.concretize(A, bias)
+    up = -im.concretize(-A, -bias)
+    return lo, up
 
 
 # ----------------------------------------------------------------------------- relaxations
@@ -134,26 +168,31 @@ def _relaxation(n: Node, l: Tensor, u: Tensor):
     if op in ("relu", "tanh", "sigmoid"):
         return relax(op, l, u)
     if op == "leaky_relu":
-        return relax("leaky_relu", l, u, a["slope"])
+        return leaky_relu_relaxation(l, u, float(a["slope"]))
     if op == "hardtanh":
         return hardtanh_relaxation(l, u, float(a["min"]), float(a["max"]))
     if op == "softplus":
-        beta, thr = a.get("beta", 1.0), a.get("threshold", 20.0)
-        f = lambda x: F.softplus(x, beta, thr)  # noqa: E731
-        df = lambda x: torch.where(x * beta > thr, torch.ones_like(x), torch.sigmoid(beta * x))  # noqa: E731
-        return convex_increasing_relaxation(f, df, l, u)
+        return softplus_relaxation(l, u, *_softplus_params(n))
     if op == "elu":
         alpha = float(a["alpha"])
         f = lambda x: F.elu(x, alpha)  # noqa: E731
         if 0 <= alpha <= 1:  # convex and increasing
             df = lambda x: torch.where(x > 0, torch.ones_like(x), alpha * torch.exp(x.clamp(max=0)))  # noqa: E731
             return convex_increasing_relaxation(f, df, l, u)
+        lo, up = kinked_interval(f, l, u)
         z = torch.zeros_like(l)
-        return z, f(l), z.clone(), f(u)
+        return z, lo, z.clone(), up
     if op in ("gelu", "silu"):
         f = (lambda x: F.gelu(x, approximate=a.get("approximate", "none"))) if op == "gelu" else F.silu
         return quasi_convex_relaxation(f"{op}:{a.get('approximate', '')}", f, l, u)
     raise ValueError(f"node {n.name}: no relaxation for {op!r}")
+
+
+def _softplus_params(n: Node) -> Tuple[float, float]:
+    beta, thr = float(n.attrs.get("beta", 1.0)), float(n.attrs.get("threshold", 20.0))
+    if not beta > 0:
+        raise UnsupportedLayerError("Softplus", n.where or n.name, f"beta={beta:g}: only beta > 0 is bounded")
+    return beta, thr
 
 
 class _Relax:
@@ -302,6 +341,11 @@ def _maxpool_backward(A: Tensor, relaxation, in_shape) -> Tuple[List[Tensor], Te
     return [out.reshape(N, m, *in_shape)], bias
 
 
+def _kink_at_zero(n: Node) -> bool:
+    """ReLU and LeakyReLU of slope in [0, 1]: exact lines on an interval that does not cross 0."""
+    return n.op == "relu" or (n.op == "leaky_relu" and 0.0 <= float(n.attrs["slope"]) <= 1.0)
+
+
 def _identity_rows(shape, dtype, device) -> Tensor:
     D = num_elements(shape)
     eye = torch.eye(D, dtype=dtype, device=device)
@@ -315,6 +359,9 @@ def bound_graph(g: Graph, im: InputMap, C: Optional[Tensor], method: str,
     D = num_elements(out_shape)
     if method == "ibp":
         ivs = ibp_graph(g, im)
+        last = g.nodes[g.output]
+        if C is not None and last.op == "linear" and len(g.nodes[last.inputs[0]].shape) == 1:
+            return _ibp_fold_C(g, im, ivs, last, C.to(im.x0.dtype), bound_upper)
         l, u = ivs[g.output]
         l, u = l.flatten(1), u.flatten(1)
         if C is None:
@@ -329,13 +376,34 @@ def bound_graph(g: Graph, im: InputMap, C: Optional[Tensor], method: str,
     rel = _Relax(g, ivs)
     tighten = None
     if method == "crown":
+        consumers = g.consumers()
+
         def tighten(j: int) -> Interval:
-            """CROWN bounds of node j (its relaxations so far) intersected with its IBP interval."""
+            """CROWN bounds of node j (its relaxations so far) intersected with its IBP interval.
+
+            Where node j feeds only ReLU-like nodes (kink at 0), only the neurons its IBP interval
+            leaves unstable in some sample get CROWN rows (as auto_LiRPA does): a stable neuron's
+            relaxation is its exact linear piece whatever its interval."""
             l_ibp, u_ibp = ivs[j]
-            Dj = num_elements(g.nodes[j].shape)
-            bnd = backward_bound(g, j, _identity_rows(g.nodes[j].shape, l_ibp.dtype, l_ibp.device), rel, im)
-            nl = torch.maximum(l_ibp.flatten(1), bnd[:, :Dj])
-            nu = torch.maximum(torch.minimum(u_ibp.flatten(1), -bnd[:, Dj:]), nl)
+            shape = g.nodes[j].shape
+            lf, uf = l_ibp.flatten(1), u_ibp.flatten(1)
+            rows = None
+            if consumers[j] and all(_kink_at_zero(g.nodes[c]) for c in consumers[j]):
+                rows = ((lf < 0) & (uf > 0)).any(0).nonzero().squeeze(1)
+                if rows.numel() == 0:
+                    return l_ibp, u_ibp
+            eye = torch.eye(num_elements(shape), dtype=l_ibp.dtype, device=l_ibp.device)
+            if rows is not None:
+                eye = eye[rows]
+            K = eye.shape[0]
+            bnd = backward_bound(g, j, torch.cat([eye, -eye]).reshape(1, 2 * K, *shape), rel, im)
+            if rows is None:
+                nl = torch.maximum(lf, bnd[:, :K])
+                nu = torch.maximum(torch.minimum(uf, -bnd[:, K:]), nl)
+            else:
+                nl, nu = lf.clone(), uf.clone()
+                nl[:, rows] = torch.maximum(lf[:, rows], bnd[:, :K])
+                nu[:, rows] = torch.maximum(torch.minimum(uf[:, rows], -bnd[:, K:]), nl[:, rows])
             return nl.reshape(l_ibp.shape), nu.reshape(u_ibp.shape)
     ibp_graph(g, im, tighten, ivs)
     if C is None:
@@ -350,6 +418,26 @@ def bound_graph(g: Graph, im: InputMap, C: Optional[Tensor], method: str,
     if not bound_upper:
         return lower, None
     return lower[:, :m], -lower[:, m:]
+
+
+def _ibp_fold_C(g: Graph, im: InputMap, ivs: List[Optional[Interval]], last: Node, C: Tensor,
+                bound_upper: bool) -> Tuple[Tensor, Optional[Tensor]]:
+    """IBP with the spec folded into the final Linear (C·W, C·b), as auto_LiRPA's IBP does."""
+    W, b = last.consts["weight"], last.consts.get("bias")
+    CW = C @ W                                       # (m, in) or (N, m, in)
+    Cb = None if b is None else C @ b                # (m,) or (N, m)
+    if last.inputs[0] == 0 and not _box_like(im):
+        lo, up = _exact_affine(im, CW, Cb)
+        return lo, (up if bound_upper else None)
+    l, u = ivs[last.inputs[0]]
+    c, r = (u + l) / 2, (u - l) / 2
+    if CW.dim() == 2:
+        cc, rr = c @ CW.T, r @ CW.abs().T
+    else:
+        cc, rr = torch.einsum("nmi,ni->nm", CW, c), torch.einsum("nmi,ni->nm", CW.abs(), r)
+    if Cb is not None:
+        cc = cc + Cb
+    return cc - rr, (cc + rr if bound_upper else None)
 
 
 # ----------------------------------------------------------------------------- rounding

@@ -1,55 +1,60 @@
 """From a module to bounds through the graph IR: read (trace), check (the guard), lower, bound.
 
 `read_graph` traces a module once per state (cached by the identities and versions of its
-parameters and buffers; the guard re-checks the function at every call, so a stale cache can
-only be refused, never trusted). A chain-shaped graph of the chain engine's ops is lowered to
-that engine's op list (`lower_to_chain`): the chain engine is the graph engine's fast path for
-chains. Every other graph is bounded by `graph_bounds.bound_graph`, in chunks of samples that
+parameters, buffers and plain attributes: guard.module_state); the guard's verdict is cached
+under the same key, so a module in a state already checked is neither traced nor checked again.
+A chain-shaped graph of the chain engine's ops is lowered to that engine's op list
+(`lower_to_chain`): the chain engine is the graph engine's fast path for chains. Every other graph is bounded by `graph_bounds.bound_graph`, in chunks of samples that
 fit the memory budget.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, List, Optional, Tuple
+import weakref
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from auditai.bounds.graph import Graph, GraphModule, num_elements
 from auditai.bounds.graph_bounds import InputMap, bound_graph
-from auditai.bounds.guard import ConversionMismatchError, RELATIVE_TOLERANCE, _close, _float64_call, \
-    _rel_error, set_points
+from auditai.bounds.guard import (
+    RELATIVE_TOLERANCE,
+    ConversionMismatchError,
+    _close,
+    _float64_call,
+    _rel_error,
+    module_state,
+    remember_verdict,
+    verdict_cached,
+)
 from auditai.bounds.ops import Activation, Conv, Dense, Reshape, ScaleShift
 from auditai.bounds.trace import trace_module
 from auditai.errors import UnsupportedLayerError
 
-_CACHE: Dict[int, Tuple[tuple, Graph]] = {}
-
-
-def _state_key(module: nn.Module, in_shape: Tuple[int, ...]) -> Optional[tuple]:
-    if any(hasattr(m, "parametrizations") for m in module.modules()):
-        return None  # parametrized weights are recomputed on access: trace afresh
-    ts = list(module.parameters()) + list(module.buffers())
-    return (in_shape, tuple((id(t), t._version) for t in ts),
-            tuple(m.training for m in module.modules()))
+_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
 def read_graph(module: nn.Module, in_shape: Tuple[int, ...], root_name: str = "head") -> Graph:
-    """The graph IR of `module` (traced with torch.fx; cached per module state)."""
+    """The graph IR of `module` (traced with torch.fx; cached per module state, guard.module_state)."""
     if isinstance(module, GraphModule):
         g = module.graph
         if tuple(g.in_shape) != tuple(in_shape):
             raise UnsupportedLayerError("GraphModule", root_name,
                                         f"its input has per-sample shape {tuple(g.in_shape)}, the set gives {tuple(in_shape)}")
         return g
-    key = _state_key(module, in_shape)
-    hit = _CACHE.get(id(module))
-    if key is not None and hit is not None and hit[0] == key:
-        return hit[1]
+    state = module_state(module, in_shape)
+    hit = _CACHE.get(module)
+    if state is not None and hit is not None and hit[0] == state[0] and len(hit[1]) == len(state[1]) \
+            and all(r() is t for r, t in zip(hit[1], state[1])):
+        return hit[2]
     g = trace_module(module, in_shape, root_name)
-    if key is not None:
-        _CACHE[id(module)] = (key, g)
+    if state is not None:
+        try:
+            _CACHE[module] = (state[0], [weakref.ref(t) for t in state[1]], g)
+        except TypeError:
+            pass
     return g
 
 
@@ -87,7 +92,19 @@ def lower_to_chain(g: Graph, dtype: torch.dtype, device) -> Optional[list]:
 
 
 def check_graph(module: nn.Module, g: Graph, points: Tensor, root_name: str = "head") -> None:
-    """The guard for graphs: g and the module agree in float64 at `points` (relative 1e-6)."""
+    """The guard for graphs: g and the module agree in float64 at `points` (relative 1e-6).
+
+    Skipped when the module was checked before in exactly its present state (guard.py's verdict
+    cache); `g` is then the graph traced from that same state (read_graph's cache has the same key).
+    """
+    state = module_state(module, tuple(points.shape[1:])) if not isinstance(module, GraphModule) else None
+    if verdict_cached(module, state, "graph"):
+        return
+    _check_graph(module, g, points, root_name)
+    remember_verdict(module, state, "graph")
+
+
+def _check_graph(module: nn.Module, g: Graph, points: Tensor, root_name: str) -> None:
     with torch.no_grad():
         x = points.detach().double()
         try:

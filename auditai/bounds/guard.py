@@ -217,3 +217,139 @@ def _close(a: Tensor, b: Tensor) -> bool:
     if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
         return False
     return _rel_error(a, b) <= RELATIVE_TOLERANCE
+
+
+# ------------------------------------------------------------------ the verdict cache
+# The agreement check runs the module in float64 at every bound call; for a head bounded again
+# and again (a test suite, a training loop's evaluation) that dominated small chain heads. A
+# verdict is remembered per module, keyed on everything its function can depend on: the class
+# and instance `forward` of every submodule, every parameter, buffer and tensor attribute (its
+# identity and in-place `_version`), every plain attribute (a LeakyReLU's slope, a flag read in
+# forward), the tensors and values a user-written forward reads from module globals, closures or
+# class attributes, the training flags and the input shape. A module with hooks, parametrizations or an attribute
+# of another kind is never cached (the guard then runs each time, as before). Not seen: state
+# read through helper functions the forward calls; such a head should keep its state in the module.
+
+_TORCH_INTERNALS = frozenset(vars(nn.Module()).keys())
+_PLAIN = (int, float, str, bool, type(None), torch.dtype, torch.device)
+_VERDICTS: "weakref.WeakKeyDictionary[nn.Module, list]" = weakref.WeakKeyDictionary()
+MAX_VERDICTS_PER_MODULE = 8
+
+
+def _frozen(v):
+    """A hashable copy of a plain value (scalars, and lists, tuples, dicts of them), else _OPAQUE."""
+    if isinstance(v, _PLAIN):
+        return v
+    if isinstance(v, (list, tuple)):
+        items = tuple(_frozen(x) for x in v)
+        return _OPAQUE if any(x is _OPAQUE for x in items) else (type(v).__name__, items)
+    if isinstance(v, dict) and all(isinstance(k, str) for k in v):
+        items = tuple((k, _frozen(x)) for k, x in sorted(v.items()))
+        return _OPAQUE if any(x is _OPAQUE for _, x in items) else ("dict", items)
+    return _OPAQUE
+
+
+_OPAQUE = object()
+
+
+def _code_state(m: nn.Module, tensors: List[Tensor]) -> Optional[tuple]:
+    """What a user-written forward reads besides its module: the module-level names (globals) and
+    closure cells it refers to. Tensors by identity and version, plain values by value; modules,
+    functions and classes are taken as fixed; anything else makes the module uncacheable (None)."""
+    f = type(m).forward
+    if getattr(f, "__module__", "").startswith("torch."):
+        return ()
+    code, glb = getattr(f, "__code__", None), getattr(f, "__globals__", {})
+    if code is None:
+        return None
+    cells = [c.cell_contents for c in (getattr(f, "__closure__", None) or ()) if _cell_full(c)]
+    klass = [(f"{k.__name__}.{n}", v) for k in type(m).__mro__ if k.__module__.split(".")[0] != "torch"
+             and k is not object for n, v in vars(k).items() if not n.startswith("__")
+             and not isinstance(v, (staticmethod, classmethod, property))]
+    out = []
+    for name, v in [(n, glb[n]) for n in code.co_names if n in glb] + [("<closure>", c) for c in cells] + klass:
+        if isinstance(v, Tensor):
+            out.append((name, id(v), v._version))
+            tensors.append(v)
+        elif isinstance(v, (nn.Module, type)) or callable(v) or type(v).__name__ == "module":
+            continue
+        else:
+            fv = _frozen(v)
+            if fv is _OPAQUE:
+                return None
+            out.append((name, fv))
+    return tuple(out)
+
+
+def _cell_full(c) -> bool:
+    try:
+        c.cell_contents
+    except ValueError:
+        return False
+    return True
+
+
+def module_state(module: nn.Module, in_shape) -> Optional[tuple]:
+    """(key, tensors): a hashable snapshot of what `module`'s function depends on, with the tensors
+    whose identities it names (compared by `is`, so a freed and reused id never matches); None
+    when the module cannot be snapshotted safely (hooks, parametrizations, opaque attributes)."""
+    if global_hooks():
+        return None
+    parts: list = [tuple(int(s) for s in in_shape)]
+    tensors: List[Tensor] = []
+    for m in module.modules():
+        if _hooks(m) or hasattr(m, "parametrizations") or type(m)._call_impl is not nn.Module._call_impl \
+                or type(m).__call__ is not nn.Module.__call__:
+            return None
+        entry: list = [id(m), type(m), type(m).forward, vars(m).get("forward"), m.training]
+        for store in ("_parameters", "_buffers"):
+            for name, t in vars(m)[store].items():
+                entry.append((store, name, None if t is None else (id(t), t._version, t.dtype, tuple(t.shape))))
+                if t is not None:
+                    tensors.append(t)
+        for name, v in vars(m).items():
+            if name in _TORCH_INTERNALS or name == "forward":
+                if name in ("_forward_hooks", "_forward_pre_hooks") and v:
+                    return None
+                continue
+            if isinstance(v, nn.Module):
+                continue  # a submodule set as a plain attribute is also in _modules
+            if isinstance(v, Tensor):
+                entry.append((name, id(v), v._version, v.dtype, tuple(v.shape)))
+                tensors.append(v)
+            else:
+                fv = _frozen(v)
+                if fv is _OPAQUE:
+                    return None
+                entry.append((name, fv))
+        code = _code_state(m, tensors)
+        if code is None:
+            return None
+        entry.append(code)
+        parts.append(tuple(entry))
+    return tuple(parts), tensors
+
+
+def verdict_cached(module: nn.Module, state: Optional[tuple], kind: str) -> bool:
+    """True when the guard already found `module` in exactly this state in agreement with its ops."""
+    if state is None:
+        return False
+    key, tensors = state
+    for k, refs in _VERDICTS.get(module, ()):
+        if k == (kind, key) and len(refs) == len(tensors) and all(r() is t for r, t in zip(refs, tensors)):
+            return True
+    return False
+
+
+def remember_verdict(module: nn.Module, state: Optional[tuple], kind: str) -> None:
+    """Record that the guard passed for `module` in `state` (after a successful check)."""
+    if state is None:
+        return
+    key, tensors = state
+    try:
+        refs = [weakref.ref(t) for t in tensors]
+        entries = _VERDICTS.setdefault(module, [])
+    except TypeError:  # not weak-referenceable
+        return
+    entries.append(((kind, key), refs))
+    del entries[:-MAX_VERDICTS_PER_MODULE]

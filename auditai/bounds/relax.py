@@ -192,3 +192,64 @@ def quasi_convex_relaxation(name: str, f, l: Tensor, u: Tensor) -> Relaxation:
     fl, fu = f(l), f(u)
     lo = torch.minimum(torch.minimum(fl, fu), m) - 1e-9 * (1 + m.abs())
     return _const(lo, torch.maximum(fl, fu))
+
+
+def smooth_softplus(x: Tensor, beta: float) -> Tensor:
+    """log(1 + exp(βx))/β without torch's switch to the identity (stable for any x)."""
+    bx = beta * x
+    return (bx.clamp(min=0) + torch.log1p(torch.exp(-bx.abs()))) / beta
+
+
+def softplus_relaxation(l: Tensor, u: Tensor, beta: float, threshold: float) -> Relaxation:
+    """torch's softplus: s(x) = log(1 + exp(βx))/β where βx ≤ threshold, x above it.
+
+    s is convex and increasing, but torch's switch to x drops the value by up to
+    log(1 + exp(−threshold))/β, so the function is neither convex nor monotone across the switch.
+    Below the switch: s's chord and midpoint tangent; above it: exact (x). Across it: s's chord
+    above (s ≥ x there), and below, s's tangent lowered until it passes under (t, t), t the switch
+    point (the tangent minus x decreases, so then it lies under x on the whole identity part).
+    """
+    s = lambda x: smooth_softplus(x, beta)  # noqa: E731
+    ds = lambda x: torch.sigmoid(beta * x)  # noqa: E731
+    lo_d, lo_b, up_d, up_b = convex_increasing_relaxation(s, ds, l, u)
+    right = l * beta > threshold
+    cross = (l * beta <= threshold) & (u * beta > threshold)
+    t = torch.full_like(l, threshold / beta)
+    m = (l + u) / 2
+    tan_d = ds(m)
+    tan_b = s(m) - tan_d * m
+    excess = (tan_d * t + tan_b - t).clamp(min=0)
+    one, zero = torch.ones_like(l), torch.zeros_like(l)
+    lo_d = torch.where(cross, tan_d, torch.where(right, one, lo_d))
+    lo_b = torch.where(cross, tan_b - excess, torch.where(right, zero, lo_b))
+    up_d = torch.where(right, one, up_d)
+    up_b = torch.where(right, zero, up_b)
+    return lo_d, lo_b, up_d, up_b
+
+
+def softplus_interval(l: Tensor, u: Tensor, beta: float, threshold: float) -> Tuple[Tensor, Tensor]:
+    """Exact range of torch's softplus on [l, u] (its switch to x makes it non-monotone)."""
+    f = lambda x: torch.nn.functional.softplus(x, beta, threshold)  # noqa: E731
+    cross = (l * beta <= threshold) & (u * beta > threshold)
+    t = torch.full_like(l, threshold / beta)
+    lo = torch.where(cross, torch.minimum(f(l), t), f(l))
+    hi = torch.where(cross, torch.maximum(smooth_softplus(t, beta), f(u)), f(u))
+    return lo, hi
+
+
+def leaky_relu_relaxation(l: Tensor, u: Tensor, slope: float) -> Relaxation:
+    """LeakyReLU of any slope: auto_LiRPA's lines for 0 ≤ slope ≤ 1, else slope·x + (1 − slope)·relu(x)
+    with the ReLU's lines swapped where 1 − slope < 0 (slope > 1 makes the function concave)."""
+    if 0.0 <= slope <= 1.0:
+        return relu_relaxation(l, u, slope)
+    k = 1.0 - slope
+    r_lo_d, r_lo_b, r_up_d, r_up_b = relu_relaxation(l, u)
+    if k > 0:
+        return slope + k * r_lo_d, k * r_lo_b, slope + k * r_up_d, k * r_up_b
+    return slope + k * r_up_d, k * r_up_b, slope + k * r_lo_d, k * r_lo_b
+
+
+def kinked_interval(f, l: Tensor, u: Tensor) -> Tuple[Tensor, Tensor]:
+    """Range of an f monotone on each side of 0 (LeakyReLU, ELU of any sign) on [l, u]."""
+    a, b, c = f(l), f(u), f(torch.minimum(torch.maximum(torch.zeros_like(l), l), u))
+    return torch.minimum(torch.minimum(a, b), c), torch.maximum(torch.maximum(a, b), c)

@@ -122,3 +122,89 @@ def spec_extremes(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], z
             raise RuntimeError(f"MILP did not solve to optimality: {r.message}")
         res.append(Extreme(sign * float(r.fun) + const, np.asarray(r.x[:k])))
     return res[0], res[1]
+
+
+# ------------------------------------------------------------------ graphs (residual heads)
+@dataclass
+class GNode:
+    """One node of a small ReLU graph: 'input', 'affine' (Σ_j W_j·x_{inputs[j]} + b) or 'relu'."""
+
+    op: str
+    inputs: tuple = ()
+    weights: tuple = ()          # one matrix per input, for 'affine'
+    bias: np.ndarray | None = None
+    size: int = 0
+
+
+def graph_intervals(nodes: Sequence[GNode], lo: np.ndarray, hi: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Interval of every node by plain interval arithmetic, widened by a margin (big-M constants)."""
+    ivs: list = []
+    for n in nodes:
+        if n.op == "input":
+            l, u = lo.astype(float), hi.astype(float)
+        elif n.op == "relu":
+            l, u = (np.maximum(v, 0.0) for v in ivs[n.inputs[0]])
+        else:
+            c = np.array(n.bias, dtype=float)
+            r = np.zeros_like(c)
+            for j, W in zip(n.inputs, n.weights):
+                lj, uj = ivs[j]
+                c = c + W @ ((lj + uj) / 2)
+                r = r + np.abs(W) @ ((uj - lj) / 2)
+            pad = 1e-7 * (1.0 + np.abs(c) + r)
+            l, u = c - r - pad, c + r + pad
+        ivs.append((l, u))
+    return ivs
+
+
+def graph_spec_extremes(nodes: Sequence[GNode], lo: np.ndarray, hi: np.ndarray, c: np.ndarray) -> tuple[float, float]:
+    """(min, max) of c·(last node) over the box lo ≤ x ≤ hi for a DAG of affine and ReLU nodes
+    (residual adds are affine nodes with two inputs). Same big-M formulation as `spec_extremes`."""
+    ivs = graph_intervals(nodes, lo, hi)
+    off, nv = [], 0
+    for n in nodes:
+        off.append(nv)
+        nv += len(ivs[len(off) - 1][0]) * (2 if n.op == "relu" else 1)  # relu: value and indicator
+    lb, ub, integ = np.full(nv, -np.inf), np.full(nv, np.inf), np.zeros(nv)
+    rows, rlo, rhi = [], [], []
+
+    def add(row, a, b):
+        rows.append(row)
+        rlo.append(a)
+        rhi.append(b)
+
+    for i, n in enumerate(nodes):
+        l, u = ivs[i]
+        k, o = len(l), off[i]
+        lb[o:o + k], ub[o:o + k] = l, u
+        if n.op == "affine":
+            for t in range(k):
+                r = np.zeros(nv)
+                r[o + t] = 1.0
+                for j, W in zip(n.inputs, n.weights):
+                    r[off[j]:off[j] + W.shape[1]] -= W[t]
+                add(r, n.bias[t], n.bias[t])
+        elif n.op == "relu":
+            hj = off[n.inputs[0]]
+            hl, hu = ivs[n.inputs[0]]
+            s0 = o + k
+            lb[s0:s0 + k], ub[s0:s0 + k], integ[s0:s0 + k] = 0.0, 1.0, 1
+            for t in range(k):
+                a, h, s = o + t, hj + t, s0 + t
+                r = np.zeros(nv); r[a] = 1; r[h] = -1; add(r, 0.0, np.inf)                   # a ≥ h
+                r = np.zeros(nv); r[a] = 1; r[s] = -max(hu[t], 0.0); add(r, -np.inf, 0.0)     # a ≤ u s
+                r = np.zeros(nv); r[a] = 1; r[h] = -1; r[s] = -min(hl[t], 0.0)
+                add(r, -np.inf, -min(hl[t], 0.0))                                             # a ≤ h − l(1−s)
+                lb[a] = 0.0
+    last = off[-1]
+    obj = np.zeros(nv)
+    obj[last:last + len(c)] = c
+    cons = LinearConstraint(np.array(rows), np.array(rlo), np.array(rhi))
+    out = []
+    for sign in (1.0, -1.0):
+        r = milp(sign * obj, constraints=cons, integrality=integ, bounds=Bounds(lb, ub),
+                 options={"mip_rel_gap": 1e-9, "time_limit": 30.0})
+        if r.status != 0:
+            raise RuntimeError(f"MILP did not solve to optimality: {r.message}")
+        out.append(sign * float(r.fun))
+    return out[0], out[1]
