@@ -37,9 +37,10 @@ from auditai.bounds.exactline import exact_line, is_piecewise_linear, layer_ops
 from auditai.bounds.split import bound_tolerance, branch_and_bound
 from auditai.errors import AuditaiError, UnsupportedLayerError
 from auditai.latent import LatentSet, norm_name
+from auditai.names import METHODS, parse_engine, parse_method
 from auditai.spec import make_spec
 
-VERIFY_METHODS = ("ibp", "crown-ibp", "crown", "complete")
+VERIFY_METHODS = METHODS  # auditai.names is their home
 _BYTES_PER_UNIT = 8 * 6  # float64 coefficient tensors, a few live at once
 # Rounding margin of auto_LiRPA's float64 bounds for a head outside our layers (no per-layer
 # magnitudes to derive one from): 2^-20 relative, about 10^10 times float64's unit roundoff.
@@ -183,7 +184,7 @@ class _Bounder:
 
 
 def _is_auto_lirpa(engine: str) -> bool:
-    return str(engine).strip().lower().replace("-", "_") in ("auto_lirpa", "autolirpa")
+    return parse_engine(engine) == "auto_lirpa"
 
 
 def _head_ops(h64: nn.Module, engine: str, d: int) -> list | UnsupportedLayerError:
@@ -285,9 +286,7 @@ def verify(
         split_budget: cubes per row for branch and bound (method='complete', k ≤ 3).
     """
     t_start = time.perf_counter()
-    m_key = str(method).strip().lower()
-    if m_key not in VERIFY_METHODS:
-        raise ValueError(f"unknown method {method!r}: expected one of {', '.join(VERIFY_METHODS)}")
+    m_key = parse_method(method, VERIFY_METHODS)
     if not hasattr(latent, "make"):
         raise ValueError(
             f"latent must be a set kind (auditai.latent.Dims, Direction or Basis), got {type(latent).__name__}"

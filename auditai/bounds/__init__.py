@@ -19,18 +19,9 @@ from torch import Tensor, nn
 from auditai.bounds.engine import METHODS, bound_input, parse_method
 from auditai.bounds.ops import SUPPORTED_MODULES, forward_ops, to_ops
 
-ENGINES = ("auditai", "auto_lirpa")
+from auditai.names import ENGINES, parse_engine as _parse_engine  # noqa: E402  (their home)
 
 __all__ = ["bound", "bound_ball", "bound_box", "METHODS", "ENGINES", "SUPPORTED_MODULES", "to_ops", "forward_ops"]
-
-
-def _parse_engine(engine: str) -> str:
-    e = str(engine).strip().lower().replace("-", "_")
-    if e in ("auditai", "ours", "default"):
-        return "auditai"
-    if e in ("auto_lirpa", "autolirpa"):
-        return "auto_lirpa"
-    raise ValueError(f"unknown engine {engine!r}: expected 'auditai' or 'auto_lirpa'")
 
 
 def bound(

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from auditai.errors import UnsupportedLayerError
+from auditai.names import BOUND_METHODS, parse_bound_method
 
 from auditai.bounds import symbolic
 from auditai.bounds.crown import Relaxations, backward_lower, crown_intermediate
@@ -40,19 +41,15 @@ from auditai.bounds.ops import (
     to_ops,
 )
 
-METHODS = ("ibp", "crown-ibp", "crown")
-_ALIASES = {"ibp": "ibp", "crown-ibp": "crown-ibp", "crown_ibp": "crown-ibp", "crownibp": "crown-ibp",
-            "crown": "crown", "backward": "crown"}
+METHODS = BOUND_METHODS  # the engine's methods: auditai.names is their home
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of coefficient tensors per chunk
 
 Interval = Tuple[Tensor, Tensor]
 
 
 def parse_method(method: str) -> str:
-    key = str(method).strip().lower()
-    if key not in _ALIASES:
-        raise ValueError(f"unknown bound method {method!r}: expected one of {', '.join(METHODS)}")
-    return _ALIASES[key]
+    """A bound method's name (auditai.names.parse_bound_method: a ChoiceError for any other)."""
+    return parse_bound_method(method)
 
 
 def _check_C(C: Optional[Tensor], n: int, out: int, dtype, device) -> Optional[Tensor]:

@@ -15,6 +15,8 @@ import argparse
 import copy
 import os
 
+from auditai import names
+
 HELP = "certified training of the head on latent sets (CROWN-IBP through the latent space)"
 
 
@@ -29,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eps", type=float, required=True, help="target radius ε of every set")
     parser.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
     parser.add_argument("--out", required=True, help="where to write the trained model (safe auditai format)")
-    parser.add_argument("--method", default="crown-ibp", choices=["ibp", "crown-ibp", "crown"],
+    parser.add_argument("--method", default="crown-ibp", choices=names.BOUND_METHODS,
                         help="bound method of the training loss (default crown-ibp)")
     parser.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (default 5e-4, the paper's)")
     parser.add_argument("--batch-size", type=int, default=256)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from auditai import names
+
 from auditai.commands.single_test import single_test as _single_test
 
 HELP = "verify a YAML suite (or one unit test given by options) and print the results table"
@@ -20,8 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model file or package.module:attribute (overrides the suite's)")
     parser.add_argument("--data", help="data file, image folder or package.module:attribute (overrides the suite's)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--method", help="default method: ibp, crown-ibp, crown or complete")
-    parser.add_argument("--engine", default=None, choices=("auditai", "auto_lirpa"),
+    parser.add_argument("--method", type=names.arg_type(names.parse_method, "method"),
+                        help=f"default method: {', '.join(names.METHODS)}")
+    parser.add_argument("--engine", default=None, choices=names.ENGINES, type=_engine,
                         help="auditai (default) or auto_lirpa (for heads with layers ours rejects); "
                              "overrides the suite's `engine:`")
     parser.add_argument("--report", action="append", default=[], metavar="PATH",
@@ -41,12 +44,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     one.add_argument("--direction")
     one.add_argument("--dims", help="latent indices 3,4 or a named dims entry")
     one.add_argument("--basis")
-    one.add_argument("--norm", default="inf")
+    one.add_argument("--norm", default="inf", type=names.arg_type(names.canonical_norm, "norm"))
     one.add_argument("--eps", type=float, nargs="+")
     one.add_argument("--report-eps", type=float, nargs="+", default=[])
     one.add_argument("--max-verified-error", type=float)
     one.add_argument("--min-verified-accuracy", type=float)
-    one.add_argument("--spec", default=None, help="label, prediction, binary or band (default label)")
+    one.add_argument("--spec", default=None, type=names.arg_type(names.parse_spec_kind, "spec"), help="label, prediction, binary or band (default label)")
+
+
+def _engine(value: str) -> str:
+    """An engine name as spelled in auditai.names (argparse's `choices` then rejects any other)."""
+    v = str(value).strip().lower()
+    return v if v in names.ENGINES else value
 
 
 def _device(name: str) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 
 from auditai.errors import SheetError
 
-SET_KINDS = ("direction", "dims", "basis")
+from auditai.names import SET_KINDS  # noqa: E402  (its home is auditai.names)
 
 
 # --------------------------------------------------------------------------- coordinates
