@@ -26,7 +26,11 @@ class UnsupportedLayerError(AuditaiError, TypeError):
         super().__init__(msg)
 
 
-class ModelFileError(AuditaiError, ValueError):
+class ModelError(AuditaiError, ValueError):
+    """An AuditModel whose parts do not fit together (names the part, the sizes, the direction)."""
+
+
+class ModelFileError(ModelError):
     """A model file or model source cannot be loaded (names the file and the problem)."""
 
 
@@ -81,5 +85,9 @@ class SpecError(AuditaiError, ValueError):
 
 
 class InputError(AuditaiError, ValueError):
-    """An argument given to the library's functions that is out of range or of the wrong shape
-    (names the argument, what was expected and what was given)."""
+    """An argument given to the library's functions (or an option given to the CLI) that is out
+    of range or of the wrong shape: names the argument, what was expected and what was given."""
+
+
+class InputTypeError(AuditaiError, TypeError):
+    """An argument of the wrong kind (a module expected, a keyword that does not exist)."""

@@ -21,7 +21,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from auditai.errors import UnsupportedLayerError
+from auditai.errors import InputError, UnsupportedLayerError
 from auditai.names import BOUND_METHODS, parse_bound_method
 
 from auditai.bounds import symbolic
@@ -60,7 +60,7 @@ def _check_C(C: Optional[Tensor], n: int, out: int, dtype, device) -> Optional[T
         return C
     if C.dim() == 3 and C.shape[0] == n and C.shape[2] == out:
         return C
-    raise ValueError(
+    raise InputError(
         f"C must be m×{out} or N×m×{out} (N={n}, the head has {out} outputs), got shape {tuple(C.shape)}"
     )
 

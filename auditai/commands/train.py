@@ -16,6 +16,7 @@ import copy
 import os
 
 from auditai import names
+from auditai.errors import InputError
 
 HELP = "certified training of the head on latent sets (CROWN-IBP through the latent space)"
 
@@ -58,7 +59,7 @@ def _sets(model, args) -> dict:
     sets: dict = {}
     for name in args.direction:
         if name not in model.directions:
-            raise ValueError(f"--direction {name!r}: the model has directions {sorted(model.directions)}")
+            raise InputError(f"--direction {name!r}: the model has directions {sorted(model.directions)}")
         v = model.directions[name]
         sets[name] = Direction(v.reshape(-1), name) if (v.dim() == 1 or v.shape[1] == 1) else Basis(v, args.norm, name)
     for spec in args.dims:
@@ -68,15 +69,15 @@ def _sets(model, args) -> dict:
         try:
             idx = [int(s) for s in spec.replace(" ", "").split(",") if s]
         except ValueError:
-            raise ValueError(f"--dims {spec!r}: not a named dims entry ({sorted(model.dims)}) nor indices like 3,5") from None
+            raise InputError(f"--dims {spec!r}: not a named dims entry ({sorted(model.dims)}) nor indices like 3,5") from None
         if not idx:
-            raise ValueError(f"--dims {spec!r}: no index given")
+            raise InputError(f"--dims {spec!r}: no index given")
         bad = [i for i in idx if not 0 <= i < model.latent_dim]
         if bad:
-            raise ValueError(f"--dims {spec!r}: index {bad} out of range for codes of d={model.latent_dim}")
+            raise InputError(f"--dims {spec!r}: index {bad} out of range for codes of d={model.latent_dim}")
         sets[f"dims {spec}"] = Dims(idx, args.norm)
     if not sets:
-        raise ValueError("name at least one set to train on: --direction NAME or --dims NAME|I,J")
+        raise InputError("name at least one set to train on: --direction NAME or --dims NAME|I,J")
     return sets
 
 
