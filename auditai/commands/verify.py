@@ -8,7 +8,6 @@ writes the spec-sheet (.json/.md/.html) like the plugin does.
 from __future__ import annotations
 
 import argparse
-import math
 
 from auditai import names
 
@@ -94,24 +93,20 @@ def run(args: argparse.Namespace) -> int:
         suite = _single_test(args)
     from auditai.verify import verify
 
+    from auditai import gate
+
     engine = args.engine or suite.engine or "auditai"
-    table, entries, failed = [], [], 0
+    table, entries, failures = [], [], []
     for ut in suite.unit_tests:
         ut = ut.with_defaults(spec=suite.spec, method=args.method or suite.method)
         kind = ut.set_kind(model)
         result = verify(model.head, data.z, data.y, kind, list(ut.all_eps), spec=ut.spec,
                         method=ut.method, device=device, engine=engine)
         entries.append((ut, result, kind))
-        for i, e in enumerate(result.eps):
-            ve = float(result.verified_error[i])
-            gated = ut.has_gate and any(math.isclose(e, g, rel_tol=1e-9) for g in ut.eps)
-            ok = ut.gate(ve)
-            failed += gated and not ok
-            table.append([ut.name, ut.set_text, f"{e:g}", f"{result.clean_error[i]:.3g}", f"{ve:.3g}",
-                          f"{result.falsified_fraction[i]:.3g}", f"{result.unknown_fraction[i]:.3g}",
-                          f"{ut.gate_text} {'pass' if ok else 'FAIL'}" if gated else ""])
-    print(tabulate(table, ["unit test", "set", "ε", "clean err", "verified err", "falsified",
-                           "unknown", "gate"], tablefmt="plain"))
+        rows, failed_here = gate.result_rows(ut, result)
+        table += rows
+        failures += failed_here
+    print(tabulate(table, gate.TABLE_HEAD, tablefmt="plain"))
     if args.report:
         from auditai.sheet import SpecSheet
 
@@ -120,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
         for path in args.report:
             sheet.write(path, model=model, codes=data.z)
         print("reports: " + ", ".join(args.report))
-    if failed:
-        print(f"{failed} gate(s) failed")
-    return 1 if failed else 0
+    for text in failures:
+        print("\n" + text)
+    if failures:
+        print(f"{len(failures)} gate(s) failed")
+    return 1 if failures else 0
