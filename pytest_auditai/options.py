@@ -97,10 +97,11 @@ _OPTIONS: list[tuple[str, str, Any, str, dict]] = [
      "device for verification: auto (CUDA when available, else CPU), cpu, cuda or cuda:N "
      "(default: auto)", {"metavar": "DEVICE", "type": parse_device}),
     (METHOD, "string", None,
-     "default bound method for unit tests that name none: ibp, crown-ibp, crown or complete "
-     "(default: crown-ibp)", {"metavar": "METHOD", "type": parse_method}),
+     f"default bound method for unit tests that name none: {', '.join(METHODS)} "
+     f"(default: {names.DEFAULT_METHOD})", {"metavar": "METHOD", "type": parse_method}),
     (ENGINE, "string", "auditai",
-     "bound engine: auditai (default) or auto_lirpa", {"metavar": "ENGINE", "type": parse_engine}),
+     f"bound engine: {' or '.join(ENGINES)} (default: {names.DEFAULT_ENGINE})",
+     {"metavar": "ENGINE", "type": parse_engine}),
     (REPORT, "args", [],
      "write the spec-sheet of the run to PATH, format by suffix .json/.md/.html (repeatable)",
      {"metavar": "PATH", "action": "append", "type": parse_report}),

@@ -18,9 +18,8 @@ from torch import Tensor, nn
 
 from auditai.bounds.engine import METHODS, bound_input, parse_method
 from auditai.bounds.ops import SUPPORTED_MODULES, forward_ops, to_ops
-
-from auditai.names import ENGINES, parse_engine as _parse_engine  # noqa: E402  (their home)
 from auditai.errors import InputError
+from auditai.names import ENGINES, parse_engine as _parse_engine  # ENGINES: its home is auditai.names
 
 __all__ = ["bound", "bound_ball", "bound_box", "METHODS", "ENGINES", "SUPPORTED_MODULES", "to_ops", "forward_ops"]
 

@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 
 from auditai.errors import SheetError
-
-from auditai.names import SET_KINDS  # noqa: E402  (its home is auditai.names)
+from auditai.names import SET_KINDS  # its home is auditai.names (sheet.record re-exports it)
 
 
 # --------------------------------------------------------------------------- coordinates
