@@ -303,4 +303,5 @@ class Basis:
         return f"{nm} ℓ{'∞' if norm_name(parse_norm(self.norm)) == 'inf' else norm_name(parse_norm(self.norm))}"
 
 
+#: a set kind: the one name for "Dims, Direction or Basis" across the library
 SetKind = Union[Dims, Direction, Basis]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -13,10 +12,8 @@ from torch import Tensor, nn
 
 from auditai.bounds import bound, bound_ball
 from auditai.bounds.engine import parse_method
-from auditai.latent import Basis, Dims, Direction
 from auditai.errors import InputError, InputTypeError
-
-SetKind = Union[Dims, Direction, Basis]
+from auditai.latent import Basis, Dims, Direction, SetKind  # noqa: F401  (SetKind re-exported)
 
 
 def label_rows(y: Tensor, num_classes: int, dtype=torch.float32) -> Tensor:
