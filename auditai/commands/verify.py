@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 
 from auditai import names
-
 from auditai.commands.single_test import single_test as _single_test
 
 HELP = "verify a YAML suite (or one unit test given by options) and print the results table"
@@ -48,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     one.add_argument("--report-eps", type=float, nargs="+", default=[])
     one.add_argument("--max-verified-error", type=float)
     one.add_argument("--min-verified-accuracy", type=float)
-    one.add_argument("--spec", default=None, type=names.arg_type(names.parse_spec_kind, "spec"), help="label, prediction, binary or band (default label)")
+    one.add_argument("--spec", default=None, type=names.arg_type(names.parse_spec_kind, "spec"),
+                     help=f"{', '.join(names.SPEC_KINDS)} (default {names.DEFAULT_SPEC})")
 
 
 def _engine(value: str) -> str:
@@ -91,9 +91,8 @@ def run(args: argparse.Namespace) -> int:
     data = load_data(data_src, model, device=device)
     if suite is None:
         suite = _single_test(args)
-    from auditai.verify import verify
-
     from auditai import gate
+    from auditai.verify import verify
 
     engine = args.engine or suite.engine or "auditai"
     table, entries, failures = [], [], []
