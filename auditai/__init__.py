@@ -31,6 +31,12 @@ _EXPORTS = {
     "SuiteError": "auditai.errors",
     "ModelFileError": "auditai.errors",
     "DataError": "auditai.errors",
+    "ModelError": "auditai.errors",
+    "SheetError": "auditai.errors",
+    "SpecError": "auditai.errors",
+    "InputError": "auditai.errors",
+    "InputTypeError": "auditai.errors",
+    "ChoiceError": "auditai.errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]

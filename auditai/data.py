@@ -63,11 +63,12 @@ def _to_tensor(v: Any, key: str, where: str) -> Tensor:
         return v.detach().cpu()
     try:
         arr = np.asarray(v)
-        if arr.dtype == object:
-            raise TypeError("holds Python objects, not numbers")
-        return torch.from_numpy(np.ascontiguousarray(arr))
+        if arr.dtype != object:
+            return torch.from_numpy(np.ascontiguousarray(arr))
+        why = "holds Python objects, not numbers"
     except (TypeError, ValueError) as e:
-        raise DataError(f"{where}: key '{key}' is not an array of numbers ({e})") from None
+        why = str(e)
+    raise DataError(f"{where}: key '{key}' is not an array of numbers ({why})")
 
 
 def _read_file(path: Path, where: str) -> dict[str, Any]:

@@ -26,7 +26,11 @@ class UnsupportedLayerError(AuditaiError, TypeError):
         super().__init__(msg)
 
 
-class ModelFileError(AuditaiError, ValueError):
+class ModelError(AuditaiError, ValueError):
+    """An AuditModel whose parts do not fit together (names the part, the sizes, the direction)."""
+
+
+class ModelFileError(ModelError):
     """A model file or model source cannot be loaded (names the file and the problem)."""
 
 
@@ -58,3 +62,32 @@ class SuiteError(AuditaiError, ValueError):
 
 class SheetError(AuditaiError, ValueError):
     """A spec-sheet file is malformed or of an unknown schema version."""
+
+
+class ChoiceError(AuditaiError, ValueError):
+    """A name that is not one of the vocabulary's (a method, engine, spec kind, set kind, norm).
+
+    The message lists the choices and the closest one; `what`, `value`, `choices`,
+    `suggestion` and `expected` let a caller (the suite, the plugin's options) re-word it with its own context.
+    """
+
+    def __init__(self, what: str, value: object, choices: tuple, suggestion: str | None = None) -> None:
+        self.what, self.value, self.choices, self.suggestion = what, value, tuple(choices), suggestion
+        listed = ", ".join(f"'{c}'" if isinstance(c, str) else str(c) for c in self.choices)
+        hint = f"; did you mean '{suggestion}'?" if suggestion else ""
+        #: "expected one of ...; did you mean ...?" (the message after the value)
+        self.expected = f"expected one of {listed}{hint}"
+        super().__init__(f"unknown {what} {value!r}: {self.expected}")
+
+
+class SpecError(AuditaiError, ValueError):
+    """A specification that does not fit the head or the labels (names the kind and the sizes)."""
+
+
+class InputError(AuditaiError, ValueError):
+    """An argument given to the library's functions (or an option given to the CLI) that is out
+    of range or of the wrong shape: names the argument, what was expected and what was given."""
+
+
+class InputTypeError(AuditaiError, TypeError):
+    """An argument of the wrong kind (a module expected, a keyword that does not exist)."""

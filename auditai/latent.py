@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from auditai.names import NORMS, norm_name, parse_norm  # noqa: F401  (re-exported: their home before names.py)
+from auditai.errors import InputError
 
 
 def dual_norm(p: float) -> float:
@@ -28,7 +29,7 @@ def _as_tensor(x, name: str, dtype=None, device=None) -> Tensor:
         try:
             x = torch.as_tensor(x, dtype=dtype or torch.get_default_dtype())
         except (TypeError, ValueError, RuntimeError) as e:
-            raise ValueError(f"{name} must be a tensor or array of numbers: {e}") from None
+            raise InputError(f"{name} must be a tensor or array of numbers: {e}") from None
     if not (x.is_floating_point()):
         x = x.to(dtype or torch.get_default_dtype())
     if dtype is not None:
@@ -43,15 +44,15 @@ def _check_eps(eps, n: int, dtype, device) -> Tensor:
     if e.dim() == 0:
         e = e.expand(n)
     elif e.dim() != 1 or e.shape[0] != n:
-        raise ValueError(
+        raise InputError(
             f"eps must be a scalar or one value per row of z0 (shape ({n},)), got shape {tuple(e.shape)}"
         )
     if torch.isnan(e).any():
-        raise ValueError("eps contains NaN")
+        raise InputError("eps contains NaN")
     if torch.isinf(e).any():
-        raise ValueError("eps contains inf: a latent set must be bounded")
+        raise InputError("eps contains inf: a latent set must be bounded")
     if (e < 0).any():
-        raise ValueError(f"eps must be >= 0, got min {e.min().item():g}")
+        raise InputError(f"eps must be >= 0, got min {e.min().item():g}")
     return e.contiguous()
 
 
@@ -60,10 +61,10 @@ def _check_z0(z0) -> Tensor:
     if z0.dim() == 1:
         z0 = z0.unsqueeze(0)
     if z0.dim() != 2:
-        raise ValueError(f"z0 must be N×d (or a single code of d), got shape {tuple(z0.shape)}")
+        raise InputError(f"z0 must be N×d (or a single code of d), got shape {tuple(z0.shape)}")
     if not torch.isfinite(z0).all():
         bad = (~torch.isfinite(z0)).any(dim=1).nonzero().flatten()[:5].tolist()
-        raise ValueError(f"z0 contains NaN or inf (rows {bad})")
+        raise InputError(f"z0 contains NaN or inf (rows {bad})")
     return z0
 
 
@@ -85,13 +86,13 @@ class LatentSet:
 
     def __post_init__(self) -> None:
         if self.z0.dim() != 2 or self.basis.dim() != 2 or self.eps.dim() != 1:
-            raise ValueError("LatentSet needs z0 N×d, basis d×k and eps of N; use the constructors")
+            raise InputError("LatentSet needs z0 N×d, basis d×k and eps of N; use the constructors")
         if self.basis.shape[0] != self.z0.shape[1]:
-            raise ValueError(
+            raise InputError(
                 f"basis has {self.basis.shape[0]} rows but the codes have d={self.z0.shape[1]}"
             )
         if self.eps.shape[0] != self.z0.shape[0]:
-            raise ValueError(f"eps has {self.eps.shape[0]} values for {self.z0.shape[0]} codes")
+            raise InputError(f"eps has {self.eps.shape[0]} values for {self.z0.shape[0]} codes")
 
     # ---------------------------------------------------------------- constructors
     @classmethod
@@ -102,16 +103,16 @@ class LatentSet:
         if B.dim() == 1:
             B = B.unsqueeze(1)
         if B.dim() != 2 or B.shape[0] != z0.shape[1]:
-            raise ValueError(
+            raise InputError(
                 f"basis must be d×k with d={z0.shape[1]} (the codes' size), got shape {tuple(B.shape)}"
             )
         if B.shape[1] == 0:
-            raise ValueError("basis has no columns: the set would be a single point")
+            raise InputError("basis has no columns: the set would be a single point")
         if not torch.isfinite(B).all():
-            raise ValueError("basis contains NaN or inf")
+            raise InputError("basis contains NaN or inf")
         if (B.abs().sum(dim=0) == 0).any():
             cols = (B.abs().sum(dim=0) == 0).nonzero().flatten().tolist()
-            raise ValueError(f"basis column(s) {cols} are zero: a zero direction spans nothing")
+            raise InputError(f"basis column(s) {cols} are zero: a zero direction spans nothing")
         p = parse_norm(norm)
         e = _check_eps(eps, z0.shape[0], z0.dtype, z0.device)
         return cls(z0, B.contiguous(), e, p)
@@ -122,12 +123,12 @@ class LatentSet:
         z0 = _check_z0(z0)
         v = _as_tensor(v, "direction", dtype=z0.dtype, device=z0.device).flatten()
         if v.shape[0] != z0.shape[1]:
-            raise ValueError(f"direction has length {v.shape[0]}, the codes have d={z0.shape[1]}")
+            raise InputError(f"direction has length {v.shape[0]}, the codes have d={z0.shape[1]}")
         if not torch.isfinite(v).all():
-            raise ValueError("direction contains NaN or inf")
+            raise InputError("direction contains NaN or inf")
         n = torch.linalg.vector_norm(v)
         if n == 0:
-            raise ValueError("direction is the zero vector: it has no direction to move along")
+            raise InputError("direction is the zero vector: it has no direction to move along")
         return cls.from_basis(z0, (v / n).unsqueeze(1), eps, "inf")
 
     @classmethod
@@ -143,21 +144,21 @@ class LatentSet:
             dims = [dims]
         dims = [int(i) for i in (dims.tolist() if isinstance(dims, Tensor) else dims)]
         if not dims:
-            raise ValueError("dims is empty: name at least one latent dimension")
+            raise InputError("dims is empty: name at least one latent dimension")
         bad = [i for i in dims if not -d <= i < d]
         if bad:
-            raise ValueError(f"latent index {bad} out of range for codes of d={d} (valid 0..{d - 1})")
+            raise InputError(f"latent index {bad} out of range for codes of d={d} (valid 0..{d - 1})")
         dims = [i % d for i in dims]
         if len(set(dims)) != len(dims):
-            raise ValueError(f"dims {dims} repeats an index")
+            raise InputError(f"dims {dims} repeats an index")
         B = torch.zeros(d, len(dims), dtype=z0.dtype, device=z0.device)
         B[dims, torch.arange(len(dims))] = 1.0
         if radii is not None:
             r = _as_tensor(radii, "radii", dtype=z0.dtype, device=z0.device).flatten()
             if r.shape[0] != len(dims):
-                raise ValueError(f"radii has {r.shape[0]} values for {len(dims)} dims")
+                raise InputError(f"radii has {r.shape[0]} values for {len(dims)} dims")
             if not torch.isfinite(r).all() or (r <= 0).any():
-                raise ValueError("radii must be finite and > 0")
+                raise InputError("radii must be finite and > 0")
             B = B * r
         return cls.from_basis(z0, B, eps, norm)
 
@@ -302,4 +303,5 @@ class Basis:
         return f"{nm} ℓ{'∞' if norm_name(parse_norm(self.norm)) == 'inf' else norm_name(parse_norm(self.norm))}"
 
 
+#: a set kind: the one name for "Dims, Direction or Basis" across the library
 SetKind = Union[Dims, Direction, Basis]

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from auditai.bounds.guard import refuse_hidden_forward
-from auditai.errors import ModelFileError, UnsupportedLayerError
+from auditai.errors import InputTypeError, ModelError, ModelFileError, UnsupportedLayerError
 from auditai.modes import _enter_eval, _probe, _restore
 
 FORMAT_NAME = "auditai-model"
@@ -191,10 +191,10 @@ class AuditModel:
         latent_dim: int | None = None,
     ) -> None:
         if not isinstance(head, nn.Module):
-            raise TypeError(f"head must be a torch.nn.Module, got {type(head).__name__}")
+            raise InputTypeError(f"head must be a torch.nn.Module, got {type(head).__name__}")
         for part, m in (("encoder", encoder), ("decoder", decoder)):
             if m is not None and not isinstance(m, nn.Module):
-                raise TypeError(f"{part} must be a torch.nn.Module or None, got {type(m).__name__}")
+                raise InputTypeError(f"{part} must be a torch.nn.Module or None, got {type(m).__name__}")
         self.head, self.encoder, self.decoder = head, encoder, decoder
         self.metadata: dict = dict(metadata or {})
         self.input_shape: tuple[int, ...] | None = (
@@ -207,7 +207,7 @@ class AuditModel:
         if d is None and encoder is not None and self.input_shape is not None:
             d = self._encoder_out(2)
         if d is None:
-            raise ValueError(
+            raise ModelError(
                 "cannot tell the latent size d from the head (its first layer is not Linear or "
                 "BatchNorm1d): pass AuditModel(..., latent_dim=d)"
             )
@@ -218,22 +218,22 @@ class AuditModel:
         try:
             out = _probe(head, torch.zeros(2, self.latent_dim, dtype=dtype, device=device))
         except Exception as e:  # noqa: BLE001 - any failure means the sizes do not fit
-            raise ValueError(f"head does not accept latent codes of size d={self.latent_dim}: {e}") from None
+            raise ModelError(f"head does not accept latent codes of size d={self.latent_dim}: {e}") from None
         if out.dim() != 2:
-            raise ValueError(f"head must output N×m scores, got shape {tuple(out.shape)} for 2 codes")
+            raise ModelError(f"head must output N×m scores, got shape {tuple(out.shape)} for 2 codes")
         self.num_outputs: int = int(out.shape[1])
 
         if encoder is not None and self.input_shape is not None:
             got = self._encoder_out(2)
             if got != self.latent_dim:
-                raise ValueError(
+                raise ModelError(
                     f"encoder outputs codes of size {got} but the head takes d={self.latent_dim}"
                 )
         if decoder is not None:
             try:
                 _probe(decoder, torch.zeros(2, self.latent_dim, dtype=dtype, device=device))
             except Exception as e:  # noqa: BLE001
-                raise ValueError(f"decoder does not accept latent codes of size d={self.latent_dim}: {e}") from None
+                raise ModelError(f"decoder does not accept latent codes of size d={self.latent_dim}: {e}") from None
 
         self.directions: dict[str, Tensor] = {}
         self.direction_descriptions: dict[str, str] = {}
@@ -241,20 +241,20 @@ class AuditModel:
             desc = ""
             if isinstance(val, tuple):
                 if len(val) != 2 or not isinstance(val[1], str):
-                    raise ValueError(f"direction '{name}': give a tensor or (tensor, description)")
+                    raise ModelError(f"direction '{name}': give a tensor or (tensor, description)")
                 val, desc = val
             v = torch.as_tensor(val).detach().clone()
             if not v.is_floating_point():
                 v = v.to(torch.get_default_dtype())
             if v.dim() not in (1, 2) or v.shape[0] != self.latent_dim:
-                raise ValueError(
+                raise ModelError(
                     f"direction '{name}' has shape {tuple(v.shape)}: expected a vector of "
                     f"d={self.latent_dim} or a {self.latent_dim}×k basis"
                 )
             if not torch.isfinite(v).all():
-                raise ValueError(f"direction '{name}' contains NaN or inf")
+                raise ModelError(f"direction '{name}' contains NaN or inf")
             if (v.reshape(self.latent_dim, -1).abs().sum(0) == 0).any():
-                raise ValueError(f"direction '{name}' has a zero column: it spans nothing")
+                raise ModelError(f"direction '{name}' has a zero column: it spans nothing")
             self.directions[str(name)] = v
             self.direction_descriptions[str(name)] = desc
 
@@ -262,12 +262,12 @@ class AuditModel:
         for name, idx in (dims or {}).items():
             ids = [idx] if isinstance(idx, int) else list(idx)
             if not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-                raise ValueError(f"dims '{name}' must be a non-empty list of ints, got {idx!r}")
+                raise ModelError(f"dims '{name}' must be a non-empty list of ints, got {idx!r}")
             bad = [i for i in ids if not 0 <= i < self.latent_dim]
             if bad:
-                raise ValueError(f"dims '{name}': index {bad} out of range for d={self.latent_dim} (valid 0..{self.latent_dim - 1})")
+                raise ModelError(f"dims '{name}': index {bad} out of range for d={self.latent_dim} (valid 0..{self.latent_dim - 1})")
             if len(set(ids)) != len(ids):
-                raise ValueError(f"dims '{name}' repeats an index: {ids}")
+                raise ModelError(f"dims '{name}' repeats an index: {ids}")
             self.dims[str(name)] = ids
 
         self.class_names: list[str] | None = None
@@ -275,7 +275,7 @@ class AuditModel:
             names = [str(c) for c in class_names]
             expect = 2 if self.num_outputs == 1 else self.num_outputs
             if len(names) != expect:
-                raise ValueError(
+                raise ModelError(
                     f"class_names has {len(names)} names but the head has {self.num_outputs} "
                     f"output(s) ({expect} classes)"
                 )
@@ -287,9 +287,9 @@ class AuditModel:
         try:
             z = _probe(self.encoder, torch.zeros(n, *self.input_shape))
         except Exception as e:  # noqa: BLE001
-            raise ValueError(f"encoder does not accept inputs of shape {self.input_shape}: {e}") from None
+            raise ModelError(f"encoder does not accept inputs of shape {self.input_shape}: {e}") from None
         if z.dim() != 2:
-            raise ValueError(f"encoder must output N×d codes, got shape {tuple(z.shape)}")
+            raise ModelError(f"encoder must output N×d codes, got shape {tuple(z.shape)}")
         return int(z.shape[1])
 
     @property
@@ -527,7 +527,7 @@ def save_model(path: str | Path, model: AuditModel, example_input: Tensor | None
     naming it and its position); encoder and decoder are stored as `torch.export` programs.
     """
     if not isinstance(model, AuditModel):
-        raise TypeError(f"save_model expects an AuditModel, got {type(model).__name__}")
+        raise InputTypeError(f"save_model expects an AuditModel, got {type(model).__name__}")
     members = _model_members(model, example_input, with_programs=True)
     path = Path(path)
     buf = io.BytesIO()

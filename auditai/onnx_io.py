@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from auditai.errors import ModelFileError, UnsupportedLayerError
+from auditai.errors import InputError, ModelFileError, UnsupportedLayerError
 
 OPSET = 17
 IR_VERSION = 8
@@ -233,16 +233,16 @@ def export_vnnlib(
     with k > 1 is refused: writing its bounding box would change the property.
     """
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+        raise InputError(f"eps must be a finite number >= 0, got {eps!r}")
     z0 = torch.as_tensor(z0)
     if z0.dim() == 1:
         z0 = z0.unsqueeze(0)
     labels = torch.as_tensor(labels).reshape(-1).long()
     if labels.shape[0] != z0.shape[0]:
-        raise ValueError(f"{labels.shape[0]} labels for {z0.shape[0]} codes")
+        raise InputError(f"{labels.shape[0]} labels for {z0.shape[0]} codes")
     latent = set_kind.make(z0.double(), eps)
     if not math.isinf(latent.p) and latent.k > 1:
-        raise ValueError(
+        raise InputError(
             f"export-vnnlib writes input boxes: the ℓ{int(latent.p)} set {set_kind.describe()} with "
             f"k={latent.k} is not a box (its bounding box would be a different, larger set); use an "
             "ℓ∞ set or a single direction"
@@ -252,7 +252,7 @@ def export_vnnlib(
         num_out = head(z0[:1].to(_dtype(head))).shape[1]
     lab_max = 1 if num_out == 1 else num_out - 1
     if labels.numel() and (labels.min() < 0 or labels.max() > lab_max):
-        raise ValueError(f"labels must lie in 0..{lab_max} for a head with {num_out} output(s)")
+        raise InputError(f"labels must lie in 0..{lab_max} for a head with {num_out} output(s)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     import onnx

@@ -21,7 +21,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-SPEC_KINDS = ("label", "prediction", "binary", "band")
+from auditai.errors import ChoiceError, SpecError
+from auditai.names import SPEC_KINDS, parse_spec_kind  # noqa: F401  (SPEC_KINDS: its home is names.py)
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,14 +80,14 @@ def _labels(labels, n: int, out: int, kind: str, device) -> Tensor:
     y = torch.as_tensor(labels, device=device)
     if y.is_floating_point():
         if not torch.all(y == y.round()):
-            raise ValueError(f"spec '{kind}': labels must be integers, got non-integer values")
+            raise SpecError(f"spec '{kind}': labels must be integers, got non-integer values")
         y = y.long()
     y = y.long().flatten()
     if y.shape[0] != n:
-        raise ValueError(f"spec '{kind}': got {y.shape[0]} labels for {n} codes (expected one per row of z0)")
+        raise SpecError(f"spec '{kind}': got {y.shape[0]} labels for {n} codes (expected one per row of z0)")
     if n and (y.min() < 0 or y.max() >= out):
         bad = ((y < 0) | (y >= out)).nonzero().flatten()[:5].tolist()
-        raise ValueError(
+        raise SpecError(
             f"spec '{kind}': label(s) out of range for a head with {out} outputs "
             f"(valid 0..{out - 1}) at rows {bad}: values {y[bad].tolist()}"
         )
@@ -114,25 +115,27 @@ def make_spec(
 ) -> Spec:
     """Build the spec rows of `kind` for outputs ``outputs0 = f_d(z0)`` (N×out) and labels (N).
 
-    Raises ValueError naming the problem: unknown kind, labels missing or out of range, a
+    Raises SpecError (a ValueError) naming the problem: unknown kind, labels missing or out of range, a
     single-output head for a class spec, a band without an output index on a multi-output head, …
     """
-    if not isinstance(kind, str) or kind.strip().lower() not in SPEC_KINDS:
-        raise ValueError(f"spec must be one of {', '.join(SPEC_KINDS)}; got {kind!r}")
-    kind = kind.strip().lower()
+    try:
+        kind = parse_spec_kind(kind)
+    except ChoiceError as e:
+        hint = f"; did you mean '{e.suggestion}'?" if e.suggestion else ""
+        raise SpecError(f"spec must be one of {', '.join(SPEC_KINDS)}; got {kind!r}{hint}") from None
     if outputs0.dim() != 2:
-        raise ValueError(f"the head's outputs must be N×out, got shape {tuple(outputs0.shape)}")
+        raise SpecError(f"the head's outputs must be N×out, got shape {tuple(outputs0.shape)}")
     n, out = outputs0.shape
     dtype, dev = outputs0.dtype, outputs0.device
     if kind in ("label", "prediction"):
         if out < 2:
-            raise ValueError(
+            raise SpecError(
                 f"spec '{kind}' needs a classifier with ≥ 2 outputs; this head has {out} "
                 "(use spec 'binary' for a single logit or 'band' for a regression output)"
             )
         if kind == "label":
             if labels is None:
-                raise ValueError("spec 'label' needs labels (one class index per code); use 'prediction' without labels")
+                raise SpecError("spec 'label' needs labels (one class index per code); use 'prediction' without labels")
             target = _labels(labels, n, out, kind, dev)
         else:
             target = outputs0.argmax(dim=1)
@@ -142,12 +145,12 @@ def make_spec(
     idx = output_index
     if idx is None:
         if out != 1:
-            raise ValueError(
+            raise SpecError(
                 f"spec '{kind}' on a head with {out} outputs needs output_index (which output to check)"
             )
         idx = 0
     if not isinstance(idx, int) or isinstance(idx, bool) or not -out <= idx < out:
-        raise ValueError(f"output_index {idx!r} out of range for a head with {out} outputs (valid 0..{out - 1})")
+        raise SpecError(f"output_index {idx!r} out of range for a head with {out} outputs (valid 0..{out - 1})")
     idx %= out
     e = torch.zeros(out, dtype=dtype, device=dev)
     e[idx] = 1.0
@@ -162,10 +165,10 @@ def make_spec(
                     class_names=class_names)
     # band
     if tau is None or not isinstance(tau, (int, float)) or isinstance(tau, bool) or not tau > 0 or tau != tau:
-        raise ValueError(f"spec 'band' needs tau > 0 (the allowed change of output {idx}), got {tau!r}")
+        raise SpecError(f"spec 'band' needs tau > 0 (the allowed change of output {idx}), got {tau!r}")
     tau = float(tau)
     if tau == float("inf"):
-        raise ValueError("spec 'band' needs a finite tau")
+        raise SpecError("spec 'band' needs a finite tau")
     v0 = outputs0[:, idx]
     C = torch.stack([e, -e]).unsqueeze(0).expand(n, 2, out).contiguous()
     d = torch.stack([tau - v0, v0 + tau], dim=1)

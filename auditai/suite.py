@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from auditai.errors import SuiteError
+from auditai import names
+from auditai.errors import ChoiceError, SuiteError
 
-SPECS = ("label", "prediction", "binary", "band")
-METHODS = ("ibp", "crown-ibp", "crown", "complete")
-NORMS = ("inf", "2", "1")
-SET_KEYS = ("direction", "dims", "basis")
+SPECS = names.SPEC_KINDS  # the vocabulary lives in auditai.names
+METHODS = names.METHODS
+NORMS = names.NORM_NAMES
+SET_KEYS = names.SET_KINDS
 THRESHOLD_KEYS = ("max_verified_error", "min_verified_accuracy")
 UNIT_TEST_KEYS = (
     "name",
@@ -41,9 +42,9 @@ UNIT_TEST_KEYS = (
     "description",
 )
 SUITE_KEYS = ("suite", "description", "model", "data", "train_data", "spec", "method", "engine", "unit_tests")
-ENGINES = ("auditai", "auto_lirpa")
-DEFAULT_SPEC = "label"
-DEFAULT_METHOD = "crown-ibp"
+ENGINES = names.ENGINES
+DEFAULT_SPEC = names.DEFAULT_SPEC
+DEFAULT_METHOD = names.DEFAULT_METHOD
 
 #: attribute the `unit_test` decorator sets on a function (the plugin reads it)
 TAG = "__auditai_unit_test__"
@@ -55,6 +56,16 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' Did you mean 'x'?' for the closest of `choices` (difflib), or ''."""
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.5)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _named(parse: Callable[[Any], str], value: Any, err: Callable[[str], Exception]) -> str | None:
+    """`parse(value)` (an auditai.names parser) or None for None; a bad name raises `err(message)`."""
+    if value is None:
+        return None
+    try:
+        return parse(value)
+    except ChoiceError as e:
+        raise err(str(e)) from None
 
 
 def _one_of(choices: Iterable[str]) -> str:
@@ -268,11 +279,10 @@ def make_unit_test(
     elif not isinstance(value, str) or not value:
         raise err_for(kind)(f"expected the name of one of the model's directions, got {value!r}")
     norm = fields.get("norm", "inf")
-    norm_s = str(norm).strip().lower().removeprefix("l")
-    if norm_s == "infinity":
-        norm_s = "inf"
-    if norm_s not in NORMS:
-        raise err_for("norm")(f"expected a norm 'inf', 2 or 1, got {norm!r}")
+    try:
+        norm_s = names.canonical_norm(norm)
+    except ChoiceError:
+        raise err_for("norm")(f"expected a norm 'inf', 2 or 1, got {norm!r}") from None
     if "eps" not in fields:
         raise err_for(None)("needs `eps:` (a radius or a list of radii, checked against the gate)")
     eps = _eps_tuple(fields["eps"], err_for("eps"), allow_empty=False)
@@ -283,14 +293,8 @@ def make_unit_test(
     tkey = thresholds[0] if thresholds else None  # no gate: a report-only unit test (measured)
     tval = None if tkey is None else _check_number(fields[tkey], err_for(tkey), lo=0.0, hi=1.0,
                                                    what="a fraction in [0, 1]")
-    spec = fields.get("spec")
-    if spec is not None and spec not in SPECS:
-        raise err_for("spec")(f"unknown spec {spec!r}; expected one of {_one_of(SPECS)}" + did_you_mean(spec, SPECS))
-    method = fields.get("method")
-    if method is not None and method not in METHODS:
-        raise err_for("method")(
-            f"unknown method {method!r}; expected one of {_one_of(METHODS)}" + did_you_mean(method, METHODS)
-        )
+    spec = _named(names.parse_spec_kind, fields.get("spec"), err_for("spec"))
+    method = _named(names.parse_method, fields.get("method"), err_for("method"))
     desc = fields.get("description")
     return UnitTest(
         name=name,
@@ -396,18 +400,10 @@ def parse_suite(text: str, path: str | os.PathLike | None = None) -> Suite:
             if k in top and top[k] is not None and not isinstance(top[k], str):
                 raise err(f"expected a text (a path or package.module:attribute for model/data), "
                           f"got {top[k]!r}", top_lines[k], k)
-        spec = top.get("spec", DEFAULT_SPEC)
-        if spec not in SPECS:
-            raise err(f"unknown spec {spec!r}; expected one of {_one_of(SPECS)}" + did_you_mean(str(spec), SPECS),
-                      top_lines.get("spec"), "spec")
-        method = top.get("method")
-        if method is not None and method not in METHODS:
-            raise err(f"unknown method {method!r}; expected one of {_one_of(METHODS)}"
-                      + did_you_mean(str(method), METHODS), top_lines.get("method"), "method")
-        engine = top.get("engine")
-        if engine is not None and engine not in ENGINES:
-            raise err(f"unknown engine {engine!r}; expected one of {_one_of(ENGINES)}"
-                      + did_you_mean(str(engine), ENGINES), top_lines.get("engine"), "engine")
+        spec = _named(names.parse_spec_kind, top.get("spec", DEFAULT_SPEC),
+                      lambda m: err(m, top_lines.get("spec"), "spec")) or DEFAULT_SPEC
+        method = _named(names.parse_method, top.get("method"), lambda m: err(m, top_lines.get("method"), "method"))
+        engine = _named(names.parse_engine, top.get("engine"), lambda m: err(m, top_lines.get("engine"), "engine"))
         if "unit_tests" not in top_nodes:
             raise err("the suite has no `unit_tests:` list; expected a list of unit tests "
                       "(name, direction/dims/basis, eps, max_verified_error)", 1, "unit_tests")

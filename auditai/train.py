@@ -53,6 +53,7 @@ from auditai.train_loss import (  # noqa: F401  (re-exported: their home before 
     pixel_verified_error,
     verified_error,
 )
+from auditai.errors import InputError
 from auditai.train_metrics import latent_box_of_pixel_ball, radius_at_error, relative_radius
 from auditai.train_options import FitOptions, LatentPlan, latent_plan
 from auditai.train_schedule import (  # noqa: F401  (re-exported)
@@ -123,20 +124,20 @@ def fit(
     plan = latent_plan(latents, eps, epochs, o)
     if encoder is None:
         if z is None:
-            raise ValueError("give the codes z, or an encoder and inputs x to fine-tune it")
+            raise InputError("give the codes z, or an encoder and inputs x to fine-tune it")
         z, y = _check_zy(z, y)
         n = z.shape[0]
     else:
         if x is None:
-            raise ValueError("encoder fine-tuning needs the inputs x")
+            raise InputError("encoder fine-tuning needs the inputs x")
         y = torch.as_tensor(y).long().flatten()
         n = x.shape[0]
         if y.shape[0] != n:
-            raise ValueError(f"got {y.shape[0]} labels for {n} inputs")
+            raise InputError(f"got {y.shape[0]} labels for {n} inputs")
     if delta and gen_loss is None:
-        raise ValueError("delta > 0 needs gen_loss (L_gen, e.g. the VAE's ELBO)")
+        raise InputError("delta > 0 needs gen_loss (L_gen, e.g. the VAE's ELBO)")
     if n == 0:
-        raise ValueError("no training samples")
+        raise InputError("no training samples")
 
     def batch_loss(idx, frac, kappa, beta):
         zb = z[idx] if encoder is None else encoder(x[idx])
@@ -185,12 +186,12 @@ def fit_pixel(
     """
     o = FitOptions.build(options, opts, "fit_pixel", batch_size=128, eval_limit=500)
     if not (float(eps) >= 0 and math.isfinite(float(eps))):
-        raise ValueError(f"eps must be finite and >= 0, got {eps}")
+        raise InputError(f"eps must be finite and >= 0, got {eps}")
     parse_norm(p)
     method, eval_method = o.methods()
     y = torch.as_tensor(y).long().flatten()
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ValueError(f"need as many labels as inputs (> 0), got {y.shape[0]} and {x.shape[0]}")
+        raise InputError(f"need as many labels as inputs (> 0), got {y.shape[0]} and {x.shape[0]}")
     net = nn.Sequential(encoder, head)
     sched = o.schedules(epochs)
     if not train_encoder:

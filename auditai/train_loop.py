@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from auditai.train_schedule import Schedules
+from auditai.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     from auditai.train_options import FitOptions
@@ -71,7 +72,7 @@ def _run(
     checkpoint, resume, progress, log, eval_every = o.checkpoint, o.resume, o.progress, o.log, o.eval_every
     params = _params(*modules.values())
     if not params:
-        raise ValueError("nothing to train: the modules have no parameters that require gradients")
+        raise InputError("nothing to train: the modules have no parameters that require gradients")
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     result, start = FitResult(), 0
     ck = Path(checkpoint) if checkpoint is not None else None

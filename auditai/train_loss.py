@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -13,9 +12,8 @@ from torch import Tensor, nn
 
 from auditai.bounds import bound, bound_ball
 from auditai.bounds.engine import parse_method
-from auditai.latent import Basis, Dims, Direction
-
-SetKind = Union[Dims, Direction, Basis]
+from auditai.errors import InputError, InputTypeError
+from auditai.latent import Basis, Dims, Direction, SetKind  # noqa: F401  (SetKind re-exported)
 
 
 def label_rows(y: Tensor, num_classes: int, dtype=torch.float32) -> Tensor:
@@ -23,10 +21,10 @@ def label_rows(y: Tensor, num_classes: int, dtype=torch.float32) -> Tensor:
     y = torch.as_tensor(y).long().flatten()
     if y.numel() and (y.min() < 0 or y.max() >= num_classes):
         bad = ((y < 0) | (y >= num_classes)).nonzero().flatten()[:5].tolist()
-        raise ValueError(f"labels out of range for a head with {num_classes} outputs "
+        raise InputError(f"labels out of range for a head with {num_classes} outputs "
                          f"(valid 0..{num_classes - 1}) at rows {bad}")
     if num_classes < 2:
-        raise ValueError(f"certified training needs a classifier with >= 2 outputs, got {num_classes}")
+        raise InputError(f"certified training needs a classifier with >= 2 outputs, got {num_classes}")
     eye = torch.eye(num_classes, dtype=dtype, device=y.device)
     j = torch.arange(num_classes - 1, device=y.device).expand(y.shape[0], -1)
     others = j + (j >= y.unsqueeze(1)).long()
@@ -51,10 +49,10 @@ def _named_sets(latents) -> list[tuple[str, SetKind]]:
     else:
         items = [(k.describe() if hasattr(k, "describe") else str(i), k) for i, k in enumerate(latents)]
     if not items:
-        raise ValueError("no latent set given: pass a Dims, Direction or Basis (or a list or dict of them)")
+        raise InputError("no latent set given: pass a Dims, Direction or Basis (or a list or dict of them)")
     for name, k in items:
         if not isinstance(k, (Dims, Direction, Basis)):
-            raise TypeError(f"latent set {name!r} must be an auditai.latent Dims, Direction or Basis, "
+            raise InputTypeError(f"latent set {name!r} must be an auditai.latent Dims, Direction or Basis, "
                             f"got {type(k).__name__}")
     return [(str(n), k) for n, k in items]
 
@@ -63,18 +61,18 @@ def _eps_list(eps, n_sets: int, names: Sequence[str]) -> list[float]:
     if isinstance(eps, Mapping):
         missing = [n for n in names if n not in eps]
         if missing:
-            raise ValueError(f"eps has no value for set(s) {missing}; it names {sorted(eps)}")
+            raise InputError(f"eps has no value for set(s) {missing}; it names {sorted(eps)}")
         vals = [eps[n] for n in names]
     elif isinstance(eps, (int, float)) or (isinstance(eps, Tensor) and eps.dim() == 0):
         vals = [float(eps)] * n_sets
     else:
         vals = [float(e) for e in eps]
         if len(vals) != n_sets:
-            raise ValueError(f"eps has {len(vals)} values for {n_sets} latent sets (give one, or one per set)")
+            raise InputError(f"eps has {len(vals)} values for {n_sets} latent sets (give one, or one per set)")
     vals = [float(v) for v in vals]
     for v in vals:
         if not (v >= 0 and math.isfinite(v)):
-            raise ValueError(f"eps must be finite and >= 0, got {v}")
+            raise InputError(f"eps must be finite and >= 0, got {v}")
     return vals
 
 
@@ -89,7 +87,7 @@ def _mixed_lower(bound_fn: Callable[[str], Tensor], method: str, beta: float) ->
 
 def _mix(natural: Tensor, robust: Tensor, kappa: float) -> Tensor:
     if not 0 <= kappa <= 1:
-        raise ValueError(f"kappa (χ, the natural-loss weight) must be in [0, 1], got {kappa}")
+        raise InputError(f"kappa (χ, the natural-loss weight) must be in [0, 1], got {kappa}")
     return kappa * natural + (1.0 - kappa) * robust
 
 
@@ -125,7 +123,7 @@ def certified_loss(
     """
     method = parse_method(method)
     if reduction not in ("mean", "sum"):
-        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        raise InputError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     sets = _named_sets(latent)
     eps_v = _eps_list(eps, len(sets), [n for n, _ in sets])
     z, y = _check_zy(z, y)
@@ -189,10 +187,10 @@ def _check_zy(z, y) -> tuple[Tensor, Tensor]:
     y = torch.as_tensor(y, device=z.device)
     if y.is_floating_point():
         if not torch.equal(y, y.round()):
-            raise ValueError("labels y must be integer class indices")
+            raise InputError("labels y must be integer class indices")
     y = y.long().flatten()
     if z.dim() != 2 or y.shape[0] != z.shape[0]:
-        raise ValueError(f"need codes z of N×d and labels y of N, got shapes {tuple(z.shape)} and {tuple(y.shape)}")
+        raise InputError(f"need codes z of N×d and labels y of N, got shapes {tuple(z.shape)} and {tuple(y.shape)}")
     return z, y
 
 

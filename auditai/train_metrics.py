@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from auditai.bounds import bound_ball
+from auditai.errors import InputError
 
 
 @torch.no_grad()
@@ -57,7 +58,7 @@ def relative_radius(half_widths: Tensor, z_nominal: Tensor, dims: Sequence[int] 
         num = h.pow(2).sum(1).mean().sqrt().item()
     den = z.pow(2).sum(1).mean().sqrt().item()
     if den == 0:
-        raise ValueError("the nominal codes are all zero on the tested coordinates: no scale to compare to")
+        raise InputError("the nominal codes are all zero on the tested coordinates: no scale to compare to")
     return num / den
 
 
@@ -73,7 +74,7 @@ def radius_at_error(eps_grid: Sequence[float], errors: Sequence[float], level: f
     """
     vals = [float(e) for e in eps_grid] if values is None else [float(v) for v in values]
     if len(vals) != len(eps_grid) or len(errors) != len(eps_grid):
-        raise ValueError(f"eps_grid, errors and values must have one entry per grid point, got "
+        raise InputError(f"eps_grid, errors and values must have one entry per grid point, got "
                          f"{len(eps_grid)}, {len(errors)}, {len(vals)}")
     pts = sorted(zip((float(e) for e in eps_grid), (float(v) for v in errors), vals))
     if not pts:

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from auditai.bounds.engine import parse_method
 from auditai.train_loss import SetKind, _eps_list, _named_sets, certified_loss, verified_error
 from auditai.train_schedule import DEFAULT_LR, DEFAULT_WARMUP, Schedule, Schedules, schedules
+from auditai.errors import InputError, InputTypeError
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,10 +61,10 @@ class FitOptions:
         known = {f.name for f in fields(cls)}
         for k in given:
             if k not in known:
-                raise TypeError(f"{where}() got an unexpected keyword argument {k!r}")
+                raise InputTypeError(f"{where}() got an unexpected keyword argument {k!r}")
         base = options if options is not None else cls(**defaults)
         if not isinstance(base, cls):
-            raise TypeError(f"{where}(): options must be a FitOptions, got {type(base).__name__}")
+            raise InputTypeError(f"{where}(): options must be a FitOptions, got {type(base).__name__}")
         return replace(base, **given) if given else base
 
     def schedules(self, epochs: int) -> Schedules:
@@ -122,7 +123,7 @@ class LatentPlan:
 def latent_plan(latents: Any, eps: Any, epochs: int, options: FitOptions) -> LatentPlan:
     """Check `epochs`, name the sets, read their targets, parse the methods, build the schedules."""
     if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+        raise InputError(f"epochs must be >= 1, got {epochs}")
     sets = _named_sets(latents)
     targets = _eps_list(eps, len(sets), [nm for nm, _ in sets])
     method, eval_method = options.methods()

@@ -4,6 +4,7 @@ natural-loss weight χ and CROWN-IBP's mix β, each a function of the (fractiona
 from __future__ import annotations
 
 from dataclasses import dataclass
+from auditai.errors import InputError
 
 SCHEDULE_KINDS = ("linear", "smoothed")
 DEFAULT_LR = 5e-4
@@ -31,11 +32,11 @@ class Schedule:
 
     def __post_init__(self) -> None:
         if self.kind not in SCHEDULE_KINDS:
-            raise ValueError(f"schedule kind must be one of {SCHEDULE_KINDS}, got {self.kind!r}")
+            raise InputError(f"schedule kind must be one of {SCHEDULE_KINDS}, got {self.kind!r}")
         if self.warmup < 0 or self.ramp < 0:
-            raise ValueError(f"warmup and ramp must be >= 0 epochs, got {self.warmup}, {self.ramp}")
+            raise InputError(f"warmup and ramp must be >= 0 epochs, got {self.warmup}, {self.ramp}")
         if not 0 < self.mid < 1 or self.power < 1:
-            raise ValueError(f"need 0 < mid < 1 and power >= 1, got {self.mid}, {self.power}")
+            raise InputError(f"need 0 < mid < 1 and power >= 1, got {self.mid}, {self.power}")
 
     def fraction(self, t: float) -> float:
         """The ramp's progress in [0, 1] at epoch t."""
@@ -77,16 +78,16 @@ def schedules(epochs: int, warmup: int = DEFAULT_WARMUP, ramp: int | None = None
     as CROWN-IBP does). χ goes 1 → `kappa_end` linearly over the ramp; β goes 1 → 0 with ε.
     """
     if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+        raise InputError(f"epochs must be >= 1, got {epochs}")
     if not 0 <= warmup < epochs:
-        raise ValueError(
+        raise InputError(
             f"warmup={warmup} leaves no epoch of certified training in epochs={epochs} "
             "(need 0 <= warmup < epochs)")
     if ramp is None:
         ramp = max(1, (epochs - warmup) // 2)
     if ramp < 0:
-        raise ValueError(f"ramp must be >= 0 epochs, got {ramp}")
+        raise InputError(f"ramp must be >= 0 epochs, got {ramp}")
     if not 0 <= kappa_end <= 1:
-        raise ValueError(f"kappa_end (the final natural-loss weight χ) must be in [0, 1], got {kappa_end}")
+        raise InputError(f"kappa_end (the final natural-loss weight χ) must be in [0, 1], got {kappa_end}")
     eps = Schedule(0.0, 1.0, warmup, ramp, kind)
     return Schedules(eps, Schedule(1.0, kappa_end, warmup, ramp, "linear"), Schedule(1.0, 0.0, warmup, ramp, kind))

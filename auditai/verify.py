@@ -35,11 +35,12 @@ from auditai.attack import check_points, head64, pgd
 from auditai.bounds import bound
 from auditai.bounds.exactline import exact_line, is_piecewise_linear, layer_ops
 from auditai.bounds.split import bound_tolerance, branch_and_bound
-from auditai.errors import AuditaiError, UnsupportedLayerError
+from auditai.errors import AuditaiError, InputError, UnsupportedLayerError
 from auditai.latent import LatentSet, norm_name
+from auditai.names import METHODS, parse_engine, parse_method
 from auditai.spec import make_spec
 
-VERIFY_METHODS = ("ibp", "crown-ibp", "crown", "complete")
+VERIFY_METHODS = METHODS  # auditai.names is their home
 _BYTES_PER_UNIT = 8 * 6  # float64 coefficient tensors, a few live at once
 # Rounding margin of auto_LiRPA's float64 bounds for a head outside our layers (no per-layer
 # magnitudes to derive one from): 2^-20 relative, about 10^10 times float64's unit roundoff.
@@ -121,19 +122,19 @@ def _eps_list(eps) -> list[float]:
     try:
         out = [float(e) for e in eps]
     except (TypeError, ValueError):
-        raise ValueError(f"eps must be a number or a list of numbers, got {eps!r}") from None
+        raise InputError(f"eps must be a number or a list of numbers, got {eps!r}") from None
     if not out:
-        raise ValueError("eps is empty: give at least one radius")
+        raise InputError("eps is empty: give at least one radius")
     bad = [e for e in out if not (math.isfinite(e) and e >= 0)]
     if bad:
-        raise ValueError(f"eps values must be finite and >= 0, got {bad}")
+        raise InputError(f"eps values must be finite and >= 0, got {bad}")
     return out
 
 
 def _chunk_rows(chunk_size: int | None, memory_budget: int | None, m: int, width: int) -> int:
     if chunk_size is not None:
         if int(chunk_size) < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+            raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
         return int(chunk_size)
     budget = memory_budget if memory_budget is not None else 1 << 30
     return max(1, int(budget // (_BYTES_PER_UNIT * max(1, m) * max(1, width))))
@@ -183,7 +184,7 @@ class _Bounder:
 
 
 def _is_auto_lirpa(engine: str) -> bool:
-    return str(engine).strip().lower().replace("-", "_") in ("auto_lirpa", "autolirpa")
+    return parse_engine(engine) == "auto_lirpa"
 
 
 def _head_ops(h64: nn.Module, engine: str, d: int) -> list | UnsupportedLayerError:
@@ -285,11 +286,9 @@ def verify(
         split_budget: cubes per row for branch and bound (method='complete', k ≤ 3).
     """
     t_start = time.perf_counter()
-    m_key = str(method).strip().lower()
-    if m_key not in VERIFY_METHODS:
-        raise ValueError(f"unknown method {method!r}: expected one of {', '.join(VERIFY_METHODS)}")
+    m_key = parse_method(method, VERIFY_METHODS)
     if not hasattr(latent, "make"):
-        raise ValueError(
+        raise InputError(
             f"latent must be a set kind (auditai.latent.Dims, Direction or Basis), got {type(latent).__name__}"
         )
     eps_l = _eps_list(eps)
@@ -311,14 +310,14 @@ def verify(
     foreign = isinstance(ops, UnsupportedLayerError)
     pl = not foreign and is_piecewise_linear(h64, (base.d,))
     if complete and k > 3:
-        raise ValueError(f"method 'complete' needs a set of k ≤ 3 directions; this set has k = {k}")
+        raise InputError(f"method 'complete' needs a set of k ≤ 3 directions; this set has k = {k}")
     use_line = complete and k == 1 and pl
     bmethod = "crown-ibp" if complete else m_key
     if max_radius is None:
         max_radius = max(eps_l) if max(eps_l) > 0 else 1.0
     max_radius = float(max_radius)
     if not (math.isfinite(max_radius) and max_radius >= 0):
-        raise ValueError(f"max_radius must be finite and >= 0, got {max_radius}")
+        raise InputError(f"max_radius must be finite and >= 0, got {max_radius}")
     widths = [max(t.shape) for t in h64.parameters() if t.dim()] if foreign else [op.width for op in ops]
     width = max(widths + [C.shape[2]])
     chunk = _chunk_rows(chunk_size, memory_budget, m, width)

@@ -2,7 +2,7 @@
 
 Option names are module constants so tests and docs use the same strings. Values are
 validated at parse time (argparse `type=`), so a bad flag fails on the command line. This
-module imports neither torch nor auditai.
+module imports neither torch nor any of auditai but its torch-free vocabulary (auditai.names).
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import re
 from typing import Any
+
+from auditai import names
 
 GROUP = "auditai"
 
@@ -29,8 +31,8 @@ INI_BASELINE_TOLERANCE = "auditai_baseline_tolerance"
 DEFAULT_SUITE_PATTERN = "auditai_*.yaml"
 DEFAULT_BASELINE_TOLERANCE = 0.01
 
-METHODS = ("ibp", "crown-ibp", "crown", "complete")
-ENGINES = ("auditai", "auto_lirpa")
+METHODS = names.METHODS  # the vocabulary lives in auditai.names
+ENGINES = names.ENGINES
 REPORT_SUFFIXES = (".json", ".md", ".html")
 MARKER = "auditai"
 
@@ -54,25 +56,8 @@ def parse_device(value: str) -> str:
     )
 
 
-def _choice(name: str, choices: tuple[str, ...]):
-    def parse(value: str) -> str:
-        v = str(value).strip().lower()
-        if v in choices:
-            return v
-        import difflib
-
-        close = difflib.get_close_matches(v, choices, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise argparse.ArgumentTypeError(
-            f"invalid {name} {value!r}: expected one of {', '.join(choices)}{hint}"
-        )
-
-    parse.__name__ = name
-    return parse
-
-
-parse_method = _choice("method", METHODS)
-parse_engine = _choice("engine", ENGINES)
+parse_method = names.arg_type(names.parse_method, "method")
+parse_engine = names.arg_type(names.parse_engine, "engine")
 
 
 def parse_report(value: str) -> str:
@@ -112,10 +97,11 @@ _OPTIONS: list[tuple[str, str, Any, str, dict]] = [
      "device for verification: auto (CUDA when available, else CPU), cpu, cuda or cuda:N "
      "(default: auto)", {"metavar": "DEVICE", "type": parse_device}),
     (METHOD, "string", None,
-     "default bound method for unit tests that name none: ibp, crown-ibp, crown or complete "
-     "(default: crown-ibp)", {"metavar": "METHOD", "type": parse_method}),
+     f"default bound method for unit tests that name none: {', '.join(METHODS)} "
+     f"(default: {names.DEFAULT_METHOD})", {"metavar": "METHOD", "type": parse_method}),
     (ENGINE, "string", "auditai",
-     "bound engine: auditai (default) or auto_lirpa", {"metavar": "ENGINE", "type": parse_engine}),
+     f"bound engine: {' or '.join(ENGINES)} (default: {names.DEFAULT_ENGINE})",
+     {"metavar": "ENGINE", "type": parse_engine}),
     (REPORT, "args", [],
      "write the spec-sheet of the run to PATH, format by suffix .json/.md/.html (repeatable)",
      {"metavar": "PATH", "action": "append", "type": parse_report}),

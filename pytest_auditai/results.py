@@ -5,7 +5,7 @@ per unit test its defining fields, the merged VerificationResult and the spec-sh
 module collects that file as one item per unit test and gated ε, and each item hands the stored
 result to the session's ordinary path (`AuditaiSession.check`: gate, baseline, JUnit
 properties; `entries`: terminal table and --auditai-report), so nothing is verified again.
-Imports neither torch nor auditai at import time.
+Imports no torch at import time (auditai.gate, the gates and rows, is torch-free).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import pytest
 
 from pytest_auditai import options as opt
 from pytest_auditai.items import AuditaiItem
-from pytest_auditai.session import SESSION, Entry, rows_for, unit_test_dict
+from auditai.gate import rows_for, unit_test_dict
+from pytest_auditai.session import SESSION, Entry
 
 RESULTS_FILE: pytest.StashKey[Path] = pytest.StashKey()
 RESULTS_SCHEMA = "auditai.sharded-results/1"  # = auditai.distributed.shard.RESULTS_SCHEMA

@@ -3,12 +3,12 @@
 One `AuditaiSession` per pytest run lives in `config.stash[SESSION]`. A unit test is verified
 once for all its ε (gated and report-only); each test item reads its ε from the cached result.
 What crosses a process boundary (xdist workers → controller) is a plain JSON-able dict.
-Reports are written once, by the controller, atomically (temp file + os.replace).
+Reports are written once, by the controller, atomically (temp file + os.replace). Gates,
+baselines and failure texts are the library's (`auditai.gate`, shared with `auditai verify`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from auditai import gate
+from auditai.gate import eps_index, rows_for, unit_test_dict  # noqa: F401  (re-exported)
 from pytest_auditai import options as opt
 
 SESSION: pytest.StashKey["AuditaiSession"] = pytest.StashKey()
@@ -39,7 +41,7 @@ class Entry:
     result: dict
     model: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
-    sheet: dict | None = None  # auditai.sheet SheetEntry.to_dict(), when the sheet is installed
+    sheet: dict | None = None  # auditai.sheet SheetEntry.to_dict()
 
     def to_dict(self) -> dict:
         return {"key": self.key, "suite": self.suite, "unit_test": self.unit_test, "rows": self.rows,
@@ -52,91 +54,10 @@ def _fmt(x: Any, nd: int = 3) -> str:
     return f"{x:.{nd}g}" if isinstance(x, float) else str(x)
 
 
-def unit_test_dict(ut: Any) -> dict:
-    s = dict(ut.set)
-    if "dims" in s and not isinstance(s["dims"], str):
-        s["dims"] = list(s["dims"])
-    return {
-        "name": ut.name, "set": s, "set_text": ut.set_text, "norm": ut.norm, "eps": list(ut.eps),
-        "report_eps": list(ut.report_eps), "max_verified_error": ut.max_verified_error,
-        "min_verified_accuracy": ut.min_verified_accuracy, "spec": ut.spec, "method": ut.method,
-        "path": ut.path, "line": ut.line, "gate": ut.gate_text, "threshold_error": ut.threshold_error,
-    }
-
-
-def eps_index(eps_list: list[float], eps: float) -> int:
-    """Index of ε in a result's ε list (tolerant to float round trips)."""
-    for i, e in enumerate(eps_list):
-        if math.isclose(float(e), float(eps), rel_tol=1e-9, abs_tol=1e-12):
-            return i
-    raise KeyError(f"ε={eps} not in the verified ε {eps_list}")
-
-
-def rows_for(ut: Any, result: Any) -> list[dict]:
-    """One plain row per ε of a VerificationResult (the spec-sheet's and the summary's rows)."""
-    radius = getattr(result, "certified_radius", None)
-    med = None
-    if radius is not None:
-        try:
-            med = float(radius.float().median())
-        except (AttributeError, RuntimeError, TypeError):
-            med = None
-    rows = []
-    for i, e in enumerate(result.eps):
-        gated = ut.has_gate and any(math.isclose(e, g, rel_tol=1e-9, abs_tol=1e-12) for g in ut.eps)
-        ve = float(result.verified_error[i])
-        rows.append({
-            "unit_test": ut.name, "set": ut.set_text, "eps": float(e), "gated": gated,
-            "clean_error": float(result.clean_error[i]), "verified_error": ve,
-            "falsified_fraction": float(result.falsified_fraction[i]),
-            "unknown_fraction": float(result.unknown_fraction[i]),
-            "radius_median": med, "gate": ut.gate_text if gated else "",
-            "threshold_error": ut.threshold_error if gated else None,
-            "passed": ut.gate(ve) if gated else None,
-            "n": int(result.n), "method": result.method, "spec": result.spec,
-        })
-    return rows
-
-
 def failure_message(ut: Any, result: Any, eps: float) -> str:
-    """What a release engineer reads when a gate fails at ε (what-users-see.md)."""
-    i = eps_index(list(result.eps), eps)
-    ve, fal, unk = (float(result.verified_error[i]), float(result.falsified_fraction[i]),
-                    float(result.unknown_fraction[i]))
-    n = int(result.n)
-    if ut.max_verified_error is not None:
-        head = f"verified error {ve:.3g} > max {ut.max_verified_error:g}"
-    else:
-        head = (f"verified accuracy {1 - ve:.3g} < min {ut.min_verified_accuracy:g} "
-                f"(verified error {ve:.3g} > {ut.threshold_error:.3g})")
-    norm = "ℓ∞" if ut.norm == "inf" else f"ℓ{ut.norm}"
-    lines = [
-        f"unit test '{ut.name}' at ε={eps:g}: {head}",
-        f"  set {ut.set_text} ({norm}, {result.method}, spec {result.spec}, {n:,} samples)",
-        f"  falsified {fal:.3g} ({round(fal * n):,} samples with a counterexample) · unknown {unk:.3g}"
-        f" · clean error {float(result.clean_error[i]):.3g}",
-    ]
-    cex = None
-    try:
-        cex = result.worst_counterexample(i)
-    except (AttributeError, IndexError, KeyError, ValueError):
-        cex = None
-    if cex is not None:
-        delta = ", ".join(f"{float(d):+.3g}" for d in cex.delta)
-        outs = ", ".join(f"{float(o):.3g}" for o in cex.outputs)
-        lines.append(
-            f"  worst counterexample: sample {cex.sample}, δ=[{delta}] in {ut.set_text}, "
-            f"violated row {cex.row} '{cex.row_name}': margin {float(cex.margin):.3g} (outputs [{outs}])"
-        )
-    else:
-        lines.append("  no counterexample found: the failure is the bound's looseness (unknown samples)")
-    if unk > 0 and result.method != "complete":
-        lines.append(f"  hint: --auditai-method complete (or `method: complete`) decides the "
-                     f"{unk:.1%} unknown; see the spec-sheet for the curve")
-    elif fal > 0:
-        lines.append("  hint: the counterexamples are real: retrain the head (auditai train) "
-                     "or narrow ε; see the spec-sheet for the curve")
-    return "\n".join(lines)
+    """What a release engineer reads when a gate fails at ε (auditai.gate's text, with the
+    plugin's flag in the hint)."""
+    return gate.failure_message(ut, result, eps, method_hint=f"{opt.METHOD} complete")
 
 
 class AuditaiSession:
@@ -299,30 +220,27 @@ class AuditaiSession:
             ("passed", ut.gate(ve)),
         ):
             item.user_properties.append((f"auditai_{name}{sfx}", value))
-        if not ut.gate(ve):
-            raise AuditaiFailure(failure_message(ut, result, eps))
-        old = self.baseline_error(ut.name, eps)
-        if old is not None:
-            tol = opt.parse_tolerance(self.config.getini(opt.INI_BASELINE_TOLERANCE))
-            if ve > old + tol + 1e-12:
-                raise AuditaiFailure(
-                    f"unit test '{ut.name}' at ε={eps:g}: verified error grew from {old:.3g} "
-                    f"(baseline {self.option(opt.BASELINE)}) to {ve:.3g}, more than the tolerance "
-                    f"{tol:g} ({opt.INI_BASELINE_TOLERANCE}); it is still under its gate "
-                    f"{ut.gate_text}\n  hint: compare the reports with `auditai diff`"
-                )
+        baseline = self.baseline() if ut.gate(ve) else None
+        tol = opt.parse_tolerance(self.config.getini(opt.INI_BASELINE_TOLERANCE)) if baseline else 0.0
+        failure = gate.check(ut, result, eps, baseline, tol, baseline_source=str(self.option(opt.BASELINE)),
+                             tolerance_name=opt.INI_BASELINE_TOLERANCE, method_hint=f"{opt.METHOD} complete")
+        if failure is not None:
+            raise AuditaiFailure(failure)
 
     # ------------------------------------------------------------------ baseline
-    def baseline_error(self, name: str, eps: float) -> float | None:
+    def baseline(self) -> dict[tuple[str, float], float] | None:
+        """The --auditai-baseline's verified errors (read once), or None without one."""
         path = self.path_option(opt.BASELINE)
         if not path:
             return None
         if self._baseline is None:
             self._baseline = read_baseline(Path(path))
-        for (n, e), v in self._baseline.items():
-            if n == name and math.isclose(e, eps, rel_tol=1e-9, abs_tol=1e-12):
-                return v
-        return None
+        return self._baseline
+
+    def baseline_error(self, name: str, eps: float) -> float | None:
+        """The baseline's verified error of unit test `name` at ε (None: no baseline or no row)."""
+        baseline = self.baseline()
+        return None if baseline is None else gate.baseline_error(baseline, name, eps)
 
     # ------------------------------------------------------------------ xdist and reports
     def export(self) -> list[dict]:
@@ -356,13 +274,6 @@ class AuditaiSession:
     def loaded_data(self) -> Any:
         """Evaluation data already loaded in this process (codes for the strips), or None."""
         return next(iter(self._data.values()), None)
-
-    def record(self) -> dict:
-        """The run as plain data (input of the spec-sheet; the fallback JSON report)."""
-        import auditai
-
-        return {"auditai": auditai.__version__, "device": self.option(opt.DEVICE) or "auto",
-                "entries": [e.to_dict() for e in self.sorted_entries()]}
 
     def summary_lines(self) -> list[str]:
         from tabulate import tabulate
@@ -403,12 +314,10 @@ class AuditaiSession:
         return str(p if p.is_absolute() else base / p)
 
 
-def _sheet_entry(ut: Any, result: Any, kind: Any, model: Any, codes: Any, source: str) -> dict | None:
+def _sheet_entry(ut: Any, result: Any, kind: Any, model: Any, codes: Any, source: str) -> dict:
     """The spec-sheet's entry (with deployment ranges from `codes`), as plain JSON."""
-    try:
-        from auditai.sheet.record import SheetEntry
-    except ImportError:
-        return None
+    from auditai.sheet.record import SheetEntry
+
     return SheetEntry.from_result(ut, result, kind, model=model, train_codes=codes,
                                   train_source=source).to_dict()
 
@@ -426,16 +335,8 @@ def _with_codes(raw: Any, z: Any) -> Any:
 
 
 def read_baseline(path: Path) -> dict[tuple[str, float], float]:
-    """(unit test, ε) → verified error from a previous JSON report (ours or a spec-sheet)."""
-    from pytest_auditai import report
-
+    """(unit test, ε) → verified error from a previous JSON spec-sheet (a usage error if not one)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise pytest.UsageError(f"{opt.BASELINE}: cannot read {path}: {e.strerror or e}") from None
-    except json.JSONDecodeError as e:
-        raise pytest.UsageError(f"{opt.BASELINE}: {path} is not JSON: {e}") from None
-    out = report.baseline_errors(data)
-    if out is None:
-        raise pytest.UsageError(f"{opt.BASELINE}: {path} is not an auditai JSON report")
-    return out
+        return gate.read_baseline(path)
+    except gate.BaselineError as e:
+        raise pytest.UsageError(f"{opt.BASELINE}: {e}") from None

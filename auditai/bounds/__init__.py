@@ -18,19 +18,10 @@ from torch import Tensor, nn
 
 from auditai.bounds.engine import METHODS, bound_input, parse_method
 from auditai.bounds.ops import SUPPORTED_MODULES, forward_ops, to_ops
-
-ENGINES = ("auditai", "auto_lirpa")
+from auditai.errors import InputError
+from auditai.names import ENGINES, parse_engine as _parse_engine  # ENGINES: its home is auditai.names
 
 __all__ = ["bound", "bound_ball", "bound_box", "METHODS", "ENGINES", "SUPPORTED_MODULES", "to_ops", "forward_ops"]
-
-
-def _parse_engine(engine: str) -> str:
-    e = str(engine).strip().lower().replace("-", "_")
-    if e in ("auditai", "ours", "default"):
-        return "auditai"
-    if e in ("auto_lirpa", "autolirpa"):
-        return "auto_lirpa"
-    raise ValueError(f"unknown engine {engine!r}: expected 'auditai' or 'auto_lirpa'")
 
 
 def bound(
@@ -86,7 +77,7 @@ def bound_ball(
     if eps_t.dim() == 0:
         eps_t = eps_t.expand(x0.shape[0])
     if (eps_t < 0).any() or torch.isnan(eps_t).any():
-        raise ValueError("eps must be >= 0 and not NaN")
+        raise InputError("eps must be >= 0 and not NaN")
     return bound_input(module, x0, eps_t.contiguous(), p, None, C, parse_method(method), bound_upper,
                        memory_budget, root_name="module")
 
@@ -114,13 +105,13 @@ def bound_box(
     lower = torch.as_tensor(lower)
     upper = torch.as_tensor(upper, dtype=lower.dtype, device=lower.device)
     if lower.shape != upper.shape or lower.dim() < 2:
-        raise ValueError(f"lower and upper must have the same shape (N, ...), got {tuple(lower.shape)} "
+        raise InputError(f"lower and upper must have the same shape (N, ...), got {tuple(lower.shape)} "
                          f"and {tuple(upper.shape)}")
     if not (torch.isfinite(lower).all() and torch.isfinite(upper).all()):
-        raise ValueError("lower and upper must be finite")
+        raise InputError("lower and upper must be finite")
     if (upper < lower).any():
         bad = int((upper < lower).flatten(1).any(1).nonzero()[0])
-        raise ValueError(f"upper < lower somewhere in sample {bad}: an empty box")
+        raise InputError(f"upper < lower somewhere in sample {bad}: an empty box")
     method = parse_method(method)
     centre, radius = (upper + lower) / 2, (upper - lower) / 2
     n = lower.shape[0]

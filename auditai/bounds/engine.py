@@ -21,6 +21,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from auditai.names import BOUND_METHODS, parse_bound_method
+
 from auditai.bounds import symbolic
 from auditai.bounds.crown import Relaxations, backward_lower, crown_intermediate
 from auditai.bounds.graph_engine import bound_module_graph, check_graph, lower_to_chain, read_graph
@@ -43,21 +45,17 @@ from auditai.bounds.ops import (
     op_sources,
     to_ops,
 )
-from auditai.errors import UnsupportedLayerError
+from auditai.errors import InputError, UnsupportedLayerError
 
-METHODS = ("ibp", "crown-ibp", "crown")
-_ALIASES = {"ibp": "ibp", "crown-ibp": "crown-ibp", "crown_ibp": "crown-ibp", "crownibp": "crown-ibp",
-            "crown": "crown", "backward": "crown"}
+METHODS = BOUND_METHODS  # the engine's methods: auditai.names is their home
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of coefficient tensors per chunk
 
 Interval = Tuple[Tensor, Tensor]
 
 
 def parse_method(method: str) -> str:
-    key = str(method).strip().lower()
-    if key not in _ALIASES:
-        raise ValueError(f"unknown bound method {method!r}: expected one of {', '.join(METHODS)}")
-    return _ALIASES[key]
+    """A bound method's name (auditai.names.parse_bound_method: a ChoiceError for any other)."""
+    return parse_bound_method(method)
 
 
 def _check_C(C: Optional[Tensor], n: int, out: int, dtype, device) -> Optional[Tensor]:
@@ -68,7 +66,7 @@ def _check_C(C: Optional[Tensor], n: int, out: int, dtype, device) -> Optional[T
         return C
     if C.dim() == 3 and C.shape[0] == n and C.shape[2] == out:
         return C
-    raise ValueError(
+    raise InputError(
         f"C must be m×{out} or N×m×{out} (N={n}, the head has {out} outputs), got shape {tuple(C.shape)}"
     )
 

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from auditai.bounds.engine import bound_input
 from auditai.bounds.exactline import layer_ops, magnitudes, tolerance_factor
+from auditai.errors import InputError
 
 
 @dataclass
@@ -80,7 +81,7 @@ def branch_and_bound(
     """
     R, k = z0.shape[0], basis.shape[1]
     if k > 3:
-        raise ValueError(f"branch and bound splits sets of k ≤ 3 directions, got k = {k}")
+        raise InputError(f"branch and bound splits sets of k ≤ 3 directions, got k = {k}")
     dev, dt = z0.device, z0.dtype
     ops = layer_ops(head, in_shape=(z0.shape[1],))
     colsum = basis.abs().sum(dim=1)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from auditai.errors import InputError
+
 HELP = "write a unit test's samples as ONNX networks + VNN-LIB properties for a complete verifier"
 
 
@@ -31,7 +33,7 @@ def _set_kind(model, args):
 
     if args.direction is not None:
         if args.direction not in model.directions:
-            raise ValueError(f"--direction {args.direction!r}: the model has directions {sorted(model.directions)}")
+            raise InputError(f"--direction {args.direction!r}: the model has directions {sorted(model.directions)}")
         v = model.directions[args.direction]
         if v.dim() == 1 or v.shape[1] == 1:
             return Direction(v.reshape(-1), args.direction)
@@ -41,7 +43,7 @@ def _set_kind(model, args):
     try:
         idx = [int(s) for s in args.dims.replace(" ", "").split(",") if s]
     except ValueError:
-        raise ValueError(f"--dims {args.dims!r}: not a named dims entry ({sorted(model.dims)}) nor indices like 3,5") from None
+        raise InputError(f"--dims {args.dims!r}: not a named dims entry ({sorted(model.dims)}) nor indices like 3,5") from None
     return Dims(idx, args.norm)
 
 

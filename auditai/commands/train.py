@@ -15,6 +15,9 @@ import argparse
 import copy
 import os
 
+from auditai import names
+from auditai.errors import InputError
+
 HELP = "certified training of the head on latent sets (CROWN-IBP through the latent space)"
 
 
@@ -29,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eps", type=float, required=True, help="target radius ε of every set")
     parser.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
     parser.add_argument("--out", required=True, help="where to write the trained model (safe auditai format)")
-    parser.add_argument("--method", default="crown-ibp", choices=["ibp", "crown-ibp", "crown"],
+    parser.add_argument("--method", default="crown-ibp", choices=names.BOUND_METHODS,
                         help="bound method of the training loss (default crown-ibp)")
     parser.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (default 5e-4, the paper's)")
     parser.add_argument("--batch-size", type=int, default=256)
@@ -56,7 +59,7 @@ def _sets(model, args) -> dict:
     sets: dict = {}
     for name in args.direction:
         if name not in model.directions:
-            raise ValueError(f"--direction {name!r}: the model has directions {sorted(model.directions)}")
+            raise InputError(f"--direction {name!r}: the model has directions {sorted(model.directions)}")
         v = model.directions[name]
         sets[name] = Direction(v.reshape(-1), name) if (v.dim() == 1 or v.shape[1] == 1) else Basis(v, args.norm, name)
     for spec in args.dims:
@@ -66,15 +69,15 @@ def _sets(model, args) -> dict:
         try:
             idx = [int(s) for s in spec.replace(" ", "").split(",") if s]
         except ValueError:
-            raise ValueError(f"--dims {spec!r}: not a named dims entry ({sorted(model.dims)}) nor indices like 3,5") from None
+            raise InputError(f"--dims {spec!r}: not a named dims entry ({sorted(model.dims)}) nor indices like 3,5") from None
         if not idx:
-            raise ValueError(f"--dims {spec!r}: no index given")
+            raise InputError(f"--dims {spec!r}: no index given")
         bad = [i for i in idx if not 0 <= i < model.latent_dim]
         if bad:
-            raise ValueError(f"--dims {spec!r}: index {bad} out of range for codes of d={model.latent_dim}")
+            raise InputError(f"--dims {spec!r}: index {bad} out of range for codes of d={model.latent_dim}")
         sets[f"dims {spec}"] = Dims(idx, args.norm)
     if not sets:
-        raise ValueError("name at least one set to train on: --direction NAME or --dims NAME|I,J")
+        raise InputError("name at least one set to train on: --direction NAME or --dims NAME|I,J")
     return sets
 
 

@@ -8,8 +8,8 @@ writes the spec-sheet (.json/.md/.html) like the plugin does.
 from __future__ import annotations
 
 import argparse
-import math
 
+from auditai import names
 from auditai.commands.single_test import single_test as _single_test
 
 HELP = "verify a YAML suite (or one unit test given by options) and print the results table"
@@ -20,8 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model file or package.module:attribute (overrides the suite's)")
     parser.add_argument("--data", help="data file, image folder or package.module:attribute (overrides the suite's)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--method", help="default method: ibp, crown-ibp, crown or complete")
-    parser.add_argument("--engine", default=None, choices=("auditai", "auto_lirpa"),
+    parser.add_argument("--method", type=names.arg_type(names.parse_method, "method"),
+                        help=f"default method: {', '.join(names.METHODS)}")
+    parser.add_argument("--engine", default=None, choices=names.ENGINES, type=_engine,
                         help="auditai (default) or auto_lirpa (for heads with layers ours rejects); "
                              "overrides the suite's `engine:`")
     parser.add_argument("--report", action="append", default=[], metavar="PATH",
@@ -41,12 +42,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     one.add_argument("--direction")
     one.add_argument("--dims", help="latent indices 3,4 or a named dims entry")
     one.add_argument("--basis")
-    one.add_argument("--norm", default="inf")
+    one.add_argument("--norm", default="inf", type=names.arg_type(names.canonical_norm, "norm"))
     one.add_argument("--eps", type=float, nargs="+")
     one.add_argument("--report-eps", type=float, nargs="+", default=[])
     one.add_argument("--max-verified-error", type=float)
     one.add_argument("--min-verified-accuracy", type=float)
-    one.add_argument("--spec", default=None, help="label, prediction, binary or band (default label)")
+    one.add_argument("--spec", default=None, type=names.arg_type(names.parse_spec_kind, "spec"),
+                     help=f"{', '.join(names.SPEC_KINDS)} (default {names.DEFAULT_SPEC})")
+
+
+def _engine(value: str) -> str:
+    """An engine name as spelled in auditai.names (argparse's `choices` then rejects any other)."""
+    v = str(value).strip().lower()
+    return v if v in names.ENGINES else value
 
 
 def _device(name: str) -> str:
@@ -83,26 +91,21 @@ def run(args: argparse.Namespace) -> int:
     data = load_data(data_src, model, device=device)
     if suite is None:
         suite = _single_test(args)
+    from auditai import gate
     from auditai.verify import verify
 
     engine = args.engine or suite.engine or "auditai"
-    table, entries, failed = [], [], 0
+    table, entries, failures = [], [], []
     for ut in suite.unit_tests:
         ut = ut.with_defaults(spec=suite.spec, method=args.method or suite.method)
         kind = ut.set_kind(model)
         result = verify(model.head, data.z, data.y, kind, list(ut.all_eps), spec=ut.spec,
                         method=ut.method, device=device, engine=engine)
         entries.append((ut, result, kind))
-        for i, e in enumerate(result.eps):
-            ve = float(result.verified_error[i])
-            gated = ut.has_gate and any(math.isclose(e, g, rel_tol=1e-9) for g in ut.eps)
-            ok = ut.gate(ve)
-            failed += gated and not ok
-            table.append([ut.name, ut.set_text, f"{e:g}", f"{result.clean_error[i]:.3g}", f"{ve:.3g}",
-                          f"{result.falsified_fraction[i]:.3g}", f"{result.unknown_fraction[i]:.3g}",
-                          f"{ut.gate_text} {'pass' if ok else 'FAIL'}" if gated else ""])
-    print(tabulate(table, ["unit test", "set", "ε", "clean err", "verified err", "falsified",
-                           "unknown", "gate"], tablefmt="plain"))
+        rows, failed_here = gate.result_rows(ut, result)
+        table += rows
+        failures += failed_here
+    print(tabulate(table, gate.TABLE_HEAD, tablefmt="plain"))
     if args.report:
         from auditai.sheet import SpecSheet
 
@@ -111,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         for path in args.report:
             sheet.write(path, model=model, codes=data.z)
         print("reports: " + ", ".join(args.report))
-    if failed:
-        print(f"{failed} gate(s) failed")
-    return 1 if failed else 0
+    for text in failures:
+        print("\n" + text)
+    if failures:
+        print(f"{len(failures)} gate(s) failed")
+    return 1 if failures else 0

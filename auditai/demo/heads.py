@@ -15,12 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from auditai.errors import InputError
+
 
 def make_head(latent_dim: int, num_classes: int, hidden: Sequence[int] = (64, 64),
               seed: int = 0) -> nn.Sequential:
     """MLP d → hidden… → classes with ReLU between layers, initialised from `seed`."""
     if latent_dim < 1 or num_classes < 2:
-        raise ValueError(f"need latent_dim >= 1 and num_classes >= 2, got {latent_dim}, {num_classes}")
+        raise InputError(f"need latent_dim >= 1 and num_classes >= 2, got {latent_dim}, {num_classes}")
     sizes = [latent_dim, *hidden, num_classes]
     layers: list[nn.Module] = []
     with torch.random.fork_rng(devices=[]):
@@ -42,7 +44,7 @@ def train_head(head: nn.Module, z: Tensor, y: Tensor, epochs: int = 30, batch_si
     z = torch.as_tensor(z, dtype=torch.float32)
     y = torch.as_tensor(y, dtype=torch.long)
     if z.dim() != 2 or y.shape != (z.shape[0],):
-        raise ValueError(f"need z N×d and y of N, got {tuple(z.shape)} and {tuple(y.shape)}")
+        raise InputError(f"need z N×d and y of N, got {tuple(z.shape)} and {tuple(y.shape)}")
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * math.ceil(z.shape[0] / batch_size)

@@ -24,6 +24,8 @@ import math
 
 import numpy as np
 
+from auditai.errors import InputError
+
 SHAPES: tuple[str, ...] = ("square", "ellipse", "triangle")
 SIZE = 32
 HALF_SIZE = 7.0  # pixels at scale 1 (square half-side, ellipse semi-major axis, triangle circumradius/2)
@@ -39,7 +41,7 @@ FACTOR_NAMES: tuple[str, ...] = ("shape", "scale", "rotation", "x", "y", "bright
 def sample_factors(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Draw `n` factor tuples uniformly (shape uniform over :data:`SHAPES`), deterministically."""
     if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+        raise InputError(f"n must be >= 0, got {n}")
     rng = np.random.default_rng(seed)
     return {
         "shape": rng.integers(0, len(SHAPES), size=n).astype(np.int64),
@@ -62,17 +64,17 @@ def centre_pixels(pos: np.ndarray, size: int = SIZE) -> np.ndarray:
 def _check_factors(factors: dict[str, np.ndarray]) -> int:
     missing = [k for k in FACTOR_NAMES if k not in factors]
     if missing:
-        raise ValueError(f"factors is missing {missing} (expected keys {list(FACTOR_NAMES)})")
+        raise InputError(f"factors is missing {missing} (expected keys {list(FACTOR_NAMES)})")
     n = len(np.asarray(factors["shape"]))
     for k in FACTOR_NAMES:
         a = np.asarray(factors[k])
         if a.shape != (n,):
-            raise ValueError(f"factor '{k}' has shape {a.shape}, expected ({n},) like 'shape'")
+            raise InputError(f"factor '{k}' has shape {a.shape}, expected ({n},) like 'shape'")
         if not np.all(np.isfinite(a)):
-            raise ValueError(f"factor '{k}' contains NaN or inf")
+            raise InputError(f"factor '{k}' contains NaN or inf")
     s = np.asarray(factors["shape"])
     if n and (s.min() < 0 or s.max() >= len(SHAPES)):
-        raise ValueError(f"factor 'shape' must be in 0..{len(SHAPES) - 1} ({SHAPES})")
+        raise InputError(f"factor 'shape' must be in 0..{len(SHAPES) - 1} ({SHAPES})")
     return n
 
 

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from auditai.errors import InputError
+
 
 class ConvVAE(nn.Module):
     """Gaussian-latent VAE with a Bernoulli decoder for 1×32×32 images in [0, 1].
@@ -34,7 +36,7 @@ class ConvVAE(nn.Module):
                  image_size: int = 32) -> None:
         super().__init__()
         if image_size % 8:
-            raise ValueError(f"image_size must be a multiple of 8, got {image_size}")
+            raise InputError(f"image_size must be a multiple of 8, got {image_size}")
         c, s = channels, image_size // 8
         self.latent_dim, self.image_size = latent_dim, image_size
         self.features = nn.Sequential(
@@ -129,20 +131,20 @@ def train_vae(x: Tensor, latent_dim: int = 10, epochs: int = 10, batch_size: int
     """
     x = torch.as_tensor(x, dtype=torch.float32)
     if x.dim() != 4 or x.shape[1] != 1:
-        raise ValueError(f"x must be N×1×S×S images, got shape {tuple(x.shape)}")
+        raise InputError(f"x must be N×1×S×S images, got shape {tuple(x.shape)}")
     if x.shape[0] == 0:
-        raise ValueError("x is empty: nothing to train the VAE on")
+        raise InputError("x is empty: nothing to train the VAE on")
     targets = None
     if factors is not None and guide_weight > 0:
         targets, _, _ = standardise(factors)
         if targets.dim() != 2 or targets.shape[0] != x.shape[0] or targets.shape[1] > latent_dim:
-            raise ValueError(f"factors must be N×k with N={x.shape[0]} and k <= latent_dim="
+            raise InputError(f"factors must be N×k with N={x.shape[0]} and k <= latent_dim="
                              f"{latent_dim}, got shape {tuple(targets.shape)}")
     y = None
     if labels is not None and class_weight > 0:
         y = torch.as_tensor(labels, dtype=torch.long)
         if y.shape != (x.shape[0],):
-            raise ValueError(f"labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+            raise InputError(f"labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         vae = ConvVAE(latent_dim, channels, hidden, image_size=x.shape[-1])

@@ -13,7 +13,6 @@ DIR/results.json, DIR/sheet.json and the --report files, and the usual table.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 from pathlib import Path
@@ -290,19 +289,17 @@ def print_table(sheet: Any, tests: list) -> int:
     """The results table of `auditai verify`; 1 when a gate fails, else 0."""
     from tabulate import tabulate
 
+    from auditai import gate
+
     table, failed = [], 0
     for ut in tests:
         uts = sheet.unit_test(ut.name)
         for row in uts.rows:
-            gated = any(math.isclose(row.eps, e, rel_tol=1e-9) for e in ut.eps)
-            ok = ut.gate(row.verified_error)
-            failed += gated and not ok
-            table.append([ut.name, ut.set_text, f"{row.eps:g}", f"{row.clean_error:.3g}",
-                          f"{row.verified_error:.3g}", f"{row.falsified_fraction:.3g}",
-                          f"{row.unknown_fraction:.3g}",
-                          f"{ut.gate_text} {'pass' if ok else 'FAIL'}" if gated else ""])
-    print(tabulate(table, ["unit test", "set", "ε", "clean err", "verified err", "falsified",
-                           "unknown", "gate"], tablefmt="plain"))
+            cells, failed_here = gate.table_row(ut, row.eps, row.clean_error, row.verified_error,
+                                                row.falsified_fraction, row.unknown_fraction)
+            table.append(cells)
+            failed += failed_here
+    print(tabulate(table, gate.TABLE_HEAD, tablefmt="plain"))
     if failed:
         print(f"{failed} gate(s) failed")
     return 1 if failed else 0

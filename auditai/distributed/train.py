@@ -27,6 +27,7 @@ from auditai.distributed import group as grp
 from auditai.train_loop import FitResult, _pack_history, _unpack_history
 from auditai.train_loss import _check_zy
 from auditai.train_options import FitOptions, LatentPlan, latent_plan
+from auditai.errors import InputError
 
 #: test-only fault injection: "RANK:STEP" makes that rank SIGKILL itself before global step STEP
 #: (first torchrun attempt only)
@@ -95,7 +96,7 @@ def fit_ddp(
     plan = latent_plan(latents, eps, epochs, o)
     z, y = _check_zy(z, y)
     if z.shape[0] == 0:
-        raise ValueError("no training samples")
+        raise InputError("no training samples")
     g = grp.init_group(device)
     try:
         return _loop(g, head, z, y, plan, o, epochs, reduction, checkpoint_every,
@@ -113,7 +114,7 @@ def _loop(g: grp.Group, head: nn.Module, z: Tensor, y: Tensor, plan: LatentPlan,
     z, y = z.to(dev), y.to(dev)
     params = [p for p in head.parameters() if p.requires_grad]
     if not params:
-        raise ValueError("nothing to train: the head has no parameters that require gradients")
+        raise InputError("nothing to train: the head has no parameters that require gradients")
     opt = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
     result, start_epoch, start_batch, step = FitResult(), 0, 0, 0
     sums = torch.zeros(4, dtype=torch.float64)  # loss, natural, robust, correct of the epoch so far

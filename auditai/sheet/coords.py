@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 
 from auditai.errors import SheetError
-
-SET_KINDS = ("direction", "dims", "basis")
+from auditai.names import SET_KINDS  # its home is auditai.names (sheet.record re-exports it)
 
 
 # --------------------------------------------------------------------------- coordinates

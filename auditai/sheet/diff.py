@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from auditai.sheet.record import SheetRecord, _eps_close
+from auditai.errors import InputError
 
 FIGURES = (
     "clean_error",
@@ -132,7 +133,7 @@ class SheetDiff:
 def diff_sheets(old: SheetRecord, new: SheetRecord, tolerance: float = 0.01) -> SheetDiff:
     """Compare `new` against the baseline `old`, per unit test (by name) and ε."""
     if not tolerance >= 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+        raise InputError(f"tolerance must be >= 0, got {tolerance}")
     changes: list[RowChange] = []
     added: list[str] = []
     removed: list[str] = []

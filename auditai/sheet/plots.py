@@ -20,6 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from auditai.sheet.record import UnitTestSheet
+from auditai.errors import SheetError
 
 
 def figure_png(fig: Figure, dpi: int = 96) -> bytes:
@@ -72,7 +73,7 @@ def to_images(x: Any) -> np.ndarray:
     if a.ndim == 3:
         a = a[:, None]
     if a.ndim != 4:
-        raise ValueError(f"a decoder must produce N×C×H×W images, got shape {a.shape}")
+        raise SheetError(f"a decoder must produce N×C×H×W images, got shape {a.shape}")
     lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
     if lo >= 0.0 and hi <= 1.0:
         pass
@@ -139,7 +140,7 @@ def image_strip(decoder: Any, z0: Any, vector: Any, eps: Sequence[float]) -> tup
         z = z[None]
     v = np.asarray(vector.detach().cpu().numpy() if hasattr(vector, "detach") else vector, dtype=np.float64).reshape(-1)
     if z.ndim != 2 or v.shape[0] != z.shape[1]:
-        raise ValueError(f"image_strip needs z0 n×d and a vector of d, got {z.shape} and {v.shape}")
+        raise SheetError(f"image_strip needs z0 n×d and a vector of d, got {z.shape} and {v.shape}")
     ts = strip_offsets(eps)
     n, m = z.shape[0], len(ts)
     codes = (z[:, None, :] + np.asarray(ts)[None, :, None] * v[None, None, :]).reshape(n * m, -1)
@@ -199,7 +200,7 @@ def counterexample_grid(decoder: Any, z0: Any, z: Any) -> np.ndarray:
     a = np.asarray(z0, dtype=np.float64)
     b = np.asarray(z, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 2:
-        raise ValueError(f"counterexample_grid needs two n×d arrays of the same shape, got {a.shape} and {b.shape}")
+        raise SheetError(f"counterexample_grid needs two n×d arrays of the same shape, got {a.shape} and {b.shape}")
     codes = np.stack([a, b], axis=1).reshape(2 * a.shape[0], -1)
     return tile(_decode(decoder, codes), a.shape[0], 2)
 

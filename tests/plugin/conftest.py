@@ -8,7 +8,6 @@ error is 0.25 at ε=0.5 and 0.5 at ε=1.0 (exact for a linear head); along 'ligh
 
 from __future__ import annotations
 
-import importlib.util
 import textwrap
 
 import pytest
@@ -90,21 +89,6 @@ PASSING_SUITE = textwrap.dedent(
 )
 
 FAILING_SUITE = PASSING_SUITE.replace("max_verified_error: 0.6", "max_verified_error: 0.3")
-
-
-def has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ImportError:
-        return False
-
-
-needs_verify = pytest.mark.skipif(
-    not has_module("auditai.verify"), reason="auditai.verify (the verification runner) is not there yet"
-)
-needs_model = pytest.mark.skipif(
-    not has_module("auditai.model"), reason="auditai.model (model loading) is not there yet"
-)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ import pytest
 
 from auditai.errors import SuiteError
 from auditai.suite import TAG, unit_test
-from .conftest import needs_verify
 
 OPTS = ("--auditai-model=tinymodel:MODEL", "--auditai-data=tinymodel:DATA", "--auditai-device=cpu")
 
@@ -30,7 +29,6 @@ def test_decorator_errors_at_decoration():
     assert not report_only.has_gate and report_only.gate(1.0)  # no gate: measured, never failed
 
 
-@needs_verify
 def test_decorated_test_gets_the_result(tiny):
     tiny.makepyfile(test_dec='''
         import auditai
@@ -51,7 +49,6 @@ def test_decorated_test_gets_the_result(tiny):
     assert "verified error 0.5 > max 0.1" in out and "never called" not in out
 
 
-@needs_verify
 def test_marker_directly(tiny):
     tiny.makepyfile(test_mark='''
         import pytest

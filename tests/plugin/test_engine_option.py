@@ -7,10 +7,10 @@ import pytest
 
 from auditai.bounds.lirpa import auto_lirpa_available  # imports auto_LiRPA once, out here
 
-from .conftest import PASSING_SUITE, needs_verify
+from .conftest import PASSING_SUITE
 
 _OK, _WHY = auto_lirpa_available()
-pytestmark = [needs_verify, pytest.mark.auto_lirpa,
+pytestmark = [pytest.mark.auto_lirpa,
               pytest.mark.skipif(not _OK, reason=f"auto_LiRPA is not there: {_WHY}")]
 
 WITH_KEY = PASSING_SUITE.replace("spec: label\n", "spec: label\nengine: auto_lirpa\n")

@@ -1,9 +1,7 @@
 """The fixtures, and latent codes cached in pytest's cache across runs."""
 
-from .conftest import needs_model, needs_verify
 
 
-@needs_model
 def test_model_data_device_fixtures(tiny):
     tiny.makepyfile(test_fx='''
         def test_fx(auditai_model, auditai_data, auditai_device):
@@ -15,7 +13,6 @@ def test_model_data_device_fixtures(tiny):
                    "--auditai-device=cpu").assert_outcomes(passed=1)
 
 
-@needs_model
 def test_ini_configuration_and_missing_model(tiny):
     tiny.makeini("[pytest]\nauditai_model = tinymodel:MODEL\nauditai_data = tinymodel:DATA\n"
                  "auditai_device = cpu\n")
@@ -27,7 +24,6 @@ def test_ini_configuration_and_missing_model(tiny):
     assert "no model: set `model:` in the suite, --auditai-model" in result.stdout.str()
 
 
-@needs_model
 def test_latent_codes_are_cached_across_runs(tiny):
     tiny.makepyfile(test_fx='''
         def test_fx(auditai_data):
@@ -43,7 +39,6 @@ def test_latent_codes_are_cached_across_runs(tiny):
     assert (tiny.path / "encode_calls.txt").read_text().split() == calls  # not encoded again
 
 
-@needs_verify
 def test_auditai_verify_fixture(tiny):
     tiny.makepyfile(test_fx='''
         def test_imperative(auditai_verify):

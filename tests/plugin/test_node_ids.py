@@ -1,9 +1,8 @@
 """One item per unit test and gated ε, with node ids like `auditai_x.yaml::pose[eps=1.0]`."""
 
-from .conftest import PASSING_SUITE, needs_model
+from .conftest import PASSING_SUITE
 
 
-@needs_model
 def test_node_ids(tiny):
     tiny.makefile(".yaml", auditai_tiny=PASSING_SUITE)
     result = tiny.runpytest("--collect-only", "-q")
@@ -15,7 +14,6 @@ def test_node_ids(tiny):
     ]  # report_eps 1.5 is measured, not an item
 
 
-@needs_model
 def test_suite_pattern_ini(tiny):
     tiny.makefile(".yaml", suite_tiny=PASSING_SUITE, auditai_other="not: [a suite\n")
     tiny.makeini("[pytest]\nauditai_suite_pattern = suite_*.yaml\n")
@@ -25,7 +23,6 @@ def test_suite_pattern_ini(tiny):
     assert result.ret == 0
 
 
-@needs_model
 def test_marker_selects_auditai_items(tiny):
     tiny.makefile(".yaml", auditai_tiny=PASSING_SUITE)
     tiny.makepyfile(test_plain="def test_ok():\n    pass\n")

@@ -7,7 +7,7 @@ import pytest
 
 from auditai.errors import SuiteError
 from auditai.suite import load_suite, parse_suite
-from .conftest import PASSING_SUITE, needs_model
+from .conftest import PASSING_SUITE
 
 GOOD = PASSING_SUITE
 
@@ -91,7 +91,6 @@ def test_wrong_shapes():
     assert "must be a mapping" in str(e) and e.line == 2
 
 
-@needs_model
 def test_unknown_direction_is_a_collection_error_with_suggestion(tiny):
     tiny.makefile(".yaml", auditai_bad=GOOD.replace("direction: pose", "direction: poze"))
     result = tiny.runpytest("--collect-only")
@@ -103,7 +102,6 @@ def test_unknown_direction_is_a_collection_error_with_suggestion(tiny):
     assert "Traceback" not in out
 
 
-@needs_model
 def test_unknown_named_dims_and_out_of_range_index(tiny):
     tiny.makefile(".yaml", auditai_a=GOOD.replace("direction: light", "dims: expresion"),
                   auditai_b=GOOD.replace("direction: light", "dims: [1, 9]"))
@@ -120,7 +118,6 @@ def test_schema_error_is_a_collection_error(pytester):
     assert result.ret == pytest.ExitCode.INTERRUPTED
 
 
-@needs_model
 def test_unloadable_model_names_the_model_key(tiny):
     tiny.makefile(".yaml", auditai_bad=GOOD.replace("tinymodel:MODEL", "tinymodel:NOPE"))
     out = tiny.runpytest("--collect-only").stdout.str()

@@ -5,9 +5,7 @@ import json
 
 import numpy as np
 
-from .conftest import PASSING_SUITE, needs_verify
-
-pytestmark = needs_verify
+from .conftest import PASSING_SUITE
 
 
 def _deployment(report_path) -> dict:

@@ -3,7 +3,7 @@
 import pytest
 
 from auditai.cli import main
-from .conftest import FAILING_SUITE, MODEL_MODULE, PASSING_SUITE, needs_verify
+from .conftest import FAILING_SUITE, MODEL_MODULE, PASSING_SUITE
 
 
 @pytest.fixture
@@ -25,7 +25,6 @@ def test_bad_suite_names_file_and_line(folder, capsys):
     assert "s.yaml:14 key 'eps'" in capsys.readouterr().err
 
 
-@needs_verify
 def test_suite_pass_and_fail(folder, capsys):
     (folder / "ok.yaml").write_text(PASSING_SUITE)
     (folder / "bad.yaml").write_text(FAILING_SUITE)
@@ -36,7 +35,6 @@ def test_suite_pass_and_fail(folder, capsys):
     assert "FAIL" in capsys.readouterr().out
 
 
-@needs_verify
 def test_single_unit_test(folder, capsys):
     code = main(["verify", "--model", "tinymodel:MODEL", "--data", "tinymodel:DATA", "--device", "cpu",
                  "--direction", "pose", "--eps", "0.5", "--max-verified-error", "0.2"])

@@ -8,7 +8,7 @@ import pytest
 from auditai.bounds.lirpa import auto_lirpa_available
 from auditai.cli import main
 
-from .conftest import MODEL_MODULE, PASSING_SUITE, needs_verify
+from .conftest import MODEL_MODULE, PASSING_SUITE
 
 ONE = ("--model", "tinymodel:MODEL", "--data", "tinymodel:DATA", "--device", "cpu")
 
@@ -21,7 +21,6 @@ def folder(tmp_path, monkeypatch):
     return tmp_path
 
 
-@needs_verify
 def test_a_unit_test_without_a_gate_is_measured_and_passes(folder, capsys):
     code = main(["verify", *ONE, "--name", "pose", "--direction", "pose", "--eps", "0.5", "1.0",
                  "--report", "r.json"])
@@ -34,7 +33,6 @@ def test_a_unit_test_without_a_gate_is_measured_and_passes(folder, capsys):
         (0.5, 0.25, False, None), (1.0, 0.5, False, None)]
 
 
-@needs_verify
 def test_a_suite_unit_test_without_a_gate_is_report_only(folder, capsys):
     (folder / "s.yaml").write_text(PASSING_SUITE.replace("    max_verified_error: 0.6\n", ""))
     assert main(["verify", "s.yaml", "--device", "cpu", "--report", "r.json"]) == 0
@@ -54,7 +52,6 @@ def test_a_missing_file_is_reported_before_the_unit_test_options(folder, capsys,
     assert "latent set" not in err and "gate" not in err
 
 
-@needs_verify
 def test_engine_option_beats_the_suite_key(folder, capsys):
     ok, why = auto_lirpa_available()
     if not ok:
