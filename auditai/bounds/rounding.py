@@ -250,57 +250,80 @@ def certified_lower(chain: Float32Chain, z: Tensor, B: Tensor, eps: Tensor, p: f
     Lam = GL.float()
     kappa = g + d
     R = _rows(Cabs, wv) * (2 * gC) + d.abs() * (4 * U64)
-    R = R + (U32 * (1 + U32)) * blocked_rows(Lam.abs(), v)
+    R = R + (U32 * (1 + U32)) * _rows(Lam.abs(), v).double()
     for i in range(len(Ls) - 2, -1, -1):
-        Lam, kappa, R = _activation_step(chain.acts[i], pre[i], post[i], Lam, kappa, R)
+        Lam, kappa, R, vh = _activation_step(chain.acts[i], pre[i], post[i], Lam, kappa, R)
         if i == 0:
             break
         Li = Ls[i]  # Λ ↦ fl(Λ[Ŵ | b̂]) blocked: the bias term is the last column
         N_, m_, n_ = Lam.shape
+        absL = Lam.abs()
+        # the activation step's rounding: ≤ 4u·|Λ'|·v_h (see _activation_step)
+        R = R + 4 * U32 * (1 + 2 * gamma(n_ + 4)) * _rows(absL, vh).double()
         prod, depth = blocked_mm(Lam.reshape(-1, n_), Li.Wb)
         cf = gamma(depth + 1) * (1 + 2 * U32) + Li.w
         cols = Li.row_norm[:, None] if Li.b is None else torch.stack([Li.row_norm, Li.b.abs()], 1)
-        mag = (Lam.abs().reshape(-1, n_) @ cols).reshape(N_, m_, -1).double() * (1 + 2 * gamma(n_ + 4))
+        mag = (absL.reshape(-1, n_) @ cols).reshape(N_, m_, -1).double() * (1 + 2 * gamma(n_ + 4))
         term = mag[..., 0] * mags[i - 1].double() + (mag[..., 1] if Li.b is not None else 0.0)
         R = R + cf * (1 + 8 * U32) * term  # ≥ γ_depth·|Λ|·(|Ŵ|·v + |b̂|) (Cauchy–Schwarz for |Ŵ|v)
         if Li.b is not None:
             kappa = kappa + prod[:, -1].reshape(N_, m_).double()
             prod = prod[:, :-1]
         Lam = prod.reshape(N_, m_, -1)
+    absL = Lam.abs()
+    R = R + 4 * U32 * (1 + 2 * gamma(Lam.shape[2] + 4)) * _rows(absL, vh).double()
     return _input_step(chain, Lam, kappa, R, c1, G, e64, eps, p)
 
 
-def blocked_rows(A: Tensor, v: Tensor) -> Tensor:
-    """Σᵢ A[n, m, i]·v[n, i] as float64 (N×m): each float32 product rounded once, the sum in
-    float64, so the error is ≤ u·|A|·|v| + γ⁶⁴_n·|A|·|v| (no γ_n of float32)."""
-    return (A * v.unsqueeze(1)).sum(-1, dtype=torch.float64)
+def blocked_rows(A: Tensor, v: Tensor, block: int = 32) -> Tensor:
+    """Σᵢ A[n, m, i]·v[n, i] as float64 (N×m): float32 products over blocks of `block` indices,
+    the blocks added in float64: error ≤ (γ_block + γ⁶⁴_n)·|A|·|v|."""
+    n = A.shape[-1]
+    acc = None
+    for s in range(0, n, block):
+        part = torch.bmm(A[:, :, s:s + block], v[:, s:s + block, None]).squeeze(2).double()
+        acc = part if acc is None else acc + part
+    return acc
+
+
+def _lines(act: Activation, l: Tensor, u: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """(lower slope, upper slope, upper intercept) of σ on [l, u]: relax()'s lines, exact ones
+    on stable neurons (σ is linear there), so only unstable neurons carry an intercept."""
+    lo_d, _, up_d, up_b = relax(act.kind, l, u, act.slope)
+    s = 0.0 if act.kind == "relu" else act.slope
+    on, off = l >= 0, u <= 0
+    lo_d = torch.where(on, 1.0, torch.where(off, s, lo_d))
+    up_d = torch.where(on, 1.0, torch.where(off, s, up_d))
+    up_b = torch.where(on | off, 0.0, up_b)
+    return lo_d, up_d, up_b
 
 
 def _activation_step(act: Activation, pre: Tuple[Tensor, Tensor], post: Tuple[Tensor, Tensor, Tensor],
-                     Lam: Tensor, kappa: Tensor, R: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    """Λ·σ(h) ≥ Λ'·h + Λ⁻·t on [l, u] with valid lines; returns (Λ', κ, R) (module doc).
+                     Lam: Tensor, kappa: Tensor, R: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Λ·σ(h) ≥ Λ'·h + Λ⁻·t on [l, u] with valid lines; returns (Λ', κ, R, v_h) (module doc).
 
-    Λ' = fl(fl(Λ·lo) + fl(Λ⁻·δ̂)), δ̂ = fl(up − lo): the upper slope used is lo + δ̂ (a real
-    number within u·|up| of up, covered by the intercept's pad), and Λ' differs from
-    Λ·lo + Λ⁻·δ̂ by ≤ 2u(1 + u)·|Λ|·(|lo| + |δ̂|) per entry (two products and a sum)."""
+    Λ' = fl(fl(Λ·lo) + fl(Λ⁻·δ̂)), δ̂ = fl(up − lo): the upper slope used is lo + δ̂ (within
+    u·|up| of up, covered by the intercept's pad). Where lo = 1 the relaxation has up > 1/2, so
+    |Λ| ≤ 2|Λ·up|; elsewhere both terms have one sign: either way Λ' differs from the exact
+    Λ·lo + Λ⁻·δ̂ by ≤ 4u·|Λ'|, which the caller adds as 4u·|Λ'|·v_h, v_h = max(|l|, |u|)."""
     l, u = pre
     al, au, _v = post
-    lo_d, _, up_d, up_b = relax(act.kind, l, u, act.slope)
+    lo_d, up_d, up_b = _lines(act, l, u)
     diff = up_d - lo_d
     # the upper line s·h + t must lie above σ on [l, u]: raise t by its end violations
     vl = al - (up_d * l + up_b)
     vu = au - (up_d * u + up_b)
     vh = torch.maximum(l.abs(), u.abs())
+    unstable = (l < 0) & (u > 0)
     pad = 6 * U32 * (au.abs() + al.abs() + up_d.abs() * vh + up_b.abs())
-    t = _up(up_b + torch.clamp(torch.maximum(vl, vu), min=0) + pad)  # ≥ 0
+    t = torch.where(unstable, _up(up_b + torch.clamp(torch.maximum(vl, vu), min=0) + pad), 0.0)  # ≥ 0
     neg = Lam.clamp(max=0)
-    kt = blocked_rows(neg, t)  # Λ⁻·t ≤ 0; |error| ≤ γ_block·|Λ⁻·t| (t ≥ 0)
+    kt = blocked_rows(neg, t)  # Λ⁻·t ≤ 0, one sign: |error| ≤ (γ_32 + γ⁶⁴)·|Λ⁻·t|
     kappa = kappa + kt
-    R = R + (U32 + gamma(kt.shape[1] + v_len(neg), U64)) * (1 + 4 * U32) * kt.abs()
-    R = R + 2 * U32 * (1 + 4 * U32) * blocked_rows(Lam.abs(), vh * (lo_d.abs() + diff.abs()))
+    R = R + (gamma(34) + gamma(v_len(neg) + 34, U64)) * (1 + 4 * U32) * kt.abs()
     Lam = Lam * lo_d.unsqueeze(1)
     Lam.addcmul_(neg, diff.unsqueeze(1))
-    return Lam, kappa, R
+    return Lam, kappa, R, vh
 
 
 def _input_step(chain: Float32Chain, Lam: Tensor, kappa: Tensor, R: Tensor, c1: Tensor, G: Tensor,
