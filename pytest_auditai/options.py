@@ -19,6 +19,7 @@ TRAIN_DATA = "--auditai-train-data"
 DEVICE = "--auditai-device"
 METHOD = "--auditai-method"
 ENGINE = "--auditai-engine"
+PRECISION = "--auditai-precision"
 REPORT = "--auditai-report"
 BASELINE = "--auditai-baseline"
 TRUST_PICKLE = "--auditai-trust-pickle"
@@ -31,6 +32,7 @@ DEFAULT_BASELINE_TOLERANCE = 0.01
 
 METHODS = ("ibp", "crown-ibp", "crown", "complete")
 ENGINES = ("auditai", "auto_lirpa")
+PRECISIONS = ("auto", "float32", "float64")
 REPORT_SUFFIXES = (".json", ".md", ".html")
 MARKER = "auditai"
 
@@ -73,6 +75,7 @@ def _choice(name: str, choices: tuple[str, ...]):
 
 parse_method = _choice("method", METHODS)
 parse_engine = _choice("engine", ENGINES)
+parse_precision = _choice("precision", PRECISIONS)
 
 
 def parse_report(value: str) -> str:
@@ -116,6 +119,10 @@ _OPTIONS: list[tuple[str, str, Any, str, dict]] = [
      "(default: crown-ibp)", {"metavar": "METHOD", "type": parse_method}),
     (ENGINE, "string", "auditai",
      "bound engine: auditai (default) or auto_lirpa", {"metavar": "ENGINE", "type": parse_engine}),
+    (PRECISION, "string", "auto",
+     "bound arithmetic: float32 (with a sound rounding allowance: a margin within it is unknown) or "
+     "float64; auto (default): float32 on CUDA, float64 on CPU",
+     {"metavar": "PRECISION", "type": parse_precision}),
     (REPORT, "args", [],
      "write the spec-sheet of the run to PATH, format by suffix .json/.md/.html (repeatable)",
      {"metavar": "PATH", "action": "append", "type": parse_report}),
@@ -145,7 +152,7 @@ def add_options(parser: Any) -> None:
                   help=f"how much a verified error may grow over {BASELINE} (default {DEFAULT_BASELINE_TOLERANCE})")
 
 
-_PARSERS = {DEVICE: parse_device, METHOD: parse_method, ENGINE: parse_engine}
+_PARSERS = {DEVICE: parse_device, METHOD: parse_method, ENGINE: parse_engine, PRECISION: parse_precision}
 
 
 def get_option(config: Any, option: str) -> Any:
