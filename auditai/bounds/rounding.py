@@ -73,15 +73,19 @@ def _up(x: Tensor) -> Tensor:
     return torch.nextafter(x, torch.full_like(x, math.inf))
 
 
-BLOCK = 128  # inner length of each float32 product in the blocked matrix products
+def block_size(n: int) -> int:
+    """About 2·√n, a power of two in [32, 128]: depth block + n/block stays near its minimum
+    while each product keeps a long enough inner dimension to run at full speed."""
+    return int(min(128, max(32, 2 ** round(math.log2(2 * math.sqrt(max(n, 1)))))))
 
 
-def blocked_mm(A: Tensor, W: Tensor, block: int = BLOCK) -> Tuple[Tensor, int]:
+def blocked_mm(A: Tensor, W: Tensor, block: Optional[int] = None) -> Tuple[Tensor, int]:
     """(A @ W, depth): the product as a sum of products over blocks of `block` inner indices,
     added one by one. Each term passes at most `depth` = block + blocks roundings, whatever
     order the library sums a block in, so the error is ≤ γ_depth·|A||W| instead of γ_n
     (n the inner length). A: (R, n), W: (n, out)."""
     n = A.shape[-1]
+    block = block_size(n) if block is None else block
     if n <= 2 * block:
         return A @ W, n
     acc = A[:, :block] @ W[:block]
@@ -168,6 +172,7 @@ def _widen(c: Tensor, r: Tensor, E: Tensor) -> Tuple[Tensor, Tensor]:
     return lo, hi
 
 
+@torch.no_grad()
 def certified_lower(chain: Float32Chain, z: Tensor, B: Tensor, eps: Tensor, p: float, C: Tensor,
                     d: Tensor, method: str = "crown-ibp", forward64: bool = True) -> Tuple[Tensor, Tensor]:
     """(L, R), both N×m float64: C·f(z0 + Bδ) + d ≥ L − R for every ‖δ‖_p ≤ ε (module doc).
