@@ -12,30 +12,38 @@ product of length n, in any summation order, has |fl(w·x) − w·x| ≤ γ_n·|
 
 - first layer, in float64: h₁ = W₁(z0 + Bδ) + b₁ = ĉ₁ + Ĝδ up to γ⁶⁴·‖W₁ᵢ‖₁(‖z0‖∞ + ε·max‖Bⱼ‖₁),
   its interval ĉ₁ ± ε‖Ĝᵢ‖_q rounded outward to float32 (nextafter);
-- IBP layer j in float32: the previous interval [l, u] (sound) is a box ĉ ± r̂ up to η = 2u·v,
-  v = max(|l|, |u|) (|c| + r = v exactly); ĉ' = fl(Ŵĉ + b̂), r̂' = fl(|Ŵ|r̂), and the exact
-  W a + b lies in ĉ' ± (r̂' + E) with E = (γ_{n+1}(1 + 2u) + 2u + w)·|Ŵ|v + (γ_{n+1} + w)|b̂|,
-  w = u(1 + u) when the float32 weights are rounded copies (0 when exact). |Ŵ|v is bounded by
-  Cauchy–Schwarz, M = ‖Ŵᵢ‖₂·‖v‖₂ (|Ŵᵢ| and v are non-negative), which costs no matrix product;
+- IBP layer j (in float64 by default, `forward64`; the same analysis with u = 2⁻²⁴ otherwise):
+  the previous interval [l, u] (sound) is a box ĉ ± r̂ up to η = 2u·v, v = max(|l|, |u|)
+  (|c| + r = v exactly); ĉ' = fl(Wĉ + b), r̂' = fl(|W|r̂), and the exact W a + b lies in
+  ĉ' ± (r̂' + E), E = (γ_{n+1}(1 + 2u) + 2u + w)·|W|v + (γ_{n+1} + w)|b|, w = u(1 + u) when the
+  weights are rounded copies (0 when exact). |W|v ≤ M = ‖Wᵢ‖₂·‖v‖₂ (Cauchy–Schwarz; |Wᵢ| and
+  v are non-negative), which costs no matrix product. The intervals are then rounded outward
+  to float32 (nextafter). In float32 the radii's γ_n errors would compound through the layers
+  (measured: ~10⁴× the actual float32 rounding on a 1024-wide head), in float64 they vanish;
 - CROWN backward in float32: the invariant C·out + d ≥ Λ·x_j + κ − R holds for the *computed*
-  Λ, whatever rounding made it. A step Λ ↦ fl(ΛŴ) adds (γ_n + w)·|Λ|·(M + |b̂|) to R (|x| ≤ v);
-  an activation Λ ↦ Λ⁺·s_lo + Λ⁻·s_up (one rounded product per entry) adds u(1 + u)·|Λ'|·v_h,
-  v_h = max(|l|, |u|), and κ += Λ⁻·t adds γ_n·|Λ⁻|·|t|. The relaxation lines are made valid
-  exactly: a lower line αh with α ∈ [slope, 1] holds everywhere; the upper line's intercept t is
-  raised by its computed violations at l and u (σ minus a line is convex, so its maximum over
-  [l, u] is at an end) plus their rounding;
-- the input step and the folding of C (N·m·out·n) are done in float64 with γ⁶⁴ terms.
+  Λ, whatever rounding made it. A step Λ ↦ fl(Λ[Ŵ | b̂]) is a sum of products over blocks of
+  b ≈ 4√n inner indices added one by one (`blocked_mm`), so every term passes at most
+  b + n/b roundings and the step adds γ_{b+n/b+1}·|Λ|·(M + |b̂|) (+ w) to R instead of γ_n;
+  an activation Λ ↦ fl(fl(Λ·lo) + fl(Λ⁻·(up − lo))) adds 4u·|Λ'|·v_h, v_h = max(|l|, |u|)
+  (see `_activation_step`), and κ += Λ⁻·t (float32 blocks of 64, summed in float64) adds
+  (γ_64 + γ⁶⁴)·|Λ⁻·t|. The relaxation lines are made valid exactly: exact lines on stable
+  neurons; a lower line αh with α ∈ [slope, 1] holds everywhere; the upper line's intercept t
+  is raised by its computed violations at l and u (σ minus a line is convex, so its maximum
+  over [l, u] is at an end) plus their rounding;
+- the folding of C into the last layer and the input step are done in float64 (γ⁶⁴ terms).
 
-Every sum of non-negative terms in R is computed in float32 with a relative error below
-γ_{n+2}, covered by the factor (1 + 8·γ_{n+8}) on R. Heads outside this chain are not handled
-here (`chain_of` returns None): the caller bounds them in float64.
+Every sum of non-negative terms in R is computed with a relative error below γ_{n+2}, covered
+by the factor (1 + 8·γ_{n+8}) on R. Heads outside this chain are not handled here (`chain_of`
+returns None): the caller bounds them in float64. Measured on the 5 × 1024 head of
+benchmarks/bench_bounds.py (tests/verify/test_precision.py checks a 3 × 256 one): the allowance
+is ~450× the actual |float32 bound − float64 bound| (median; 1.1e-3 on margins of ~20).
+CUDA: matmuls must not use TF32 (`torch.backends.cuda.matmul.allow_tf32` False, the default).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -54,7 +62,7 @@ def gamma(n: int, u: float = U32) -> float:
     return nu / (1.0 - nu) if nu < 1 else math.inf
 
 
-def parse_precision(precision: Optional[str], device) -> str:
+def parse_precision(precision: str | None, device) -> str:
     """'float32' or 'float64'; None means float32 on CUDA and float64 on CPU."""
     if precision is None:
         return "float32" if torch.device(device).type == "cuda" else "float64"
@@ -74,12 +82,12 @@ def _up(x: Tensor) -> Tensor:
 
 
 def block_size(n: int) -> int:
-    """About 2·√n, a power of two in [32, 128]: depth block + n/block stays near its minimum
-    while each product keeps a long enough inner dimension to run at full speed."""
-    return int(min(128, max(32, 2 ** round(math.log2(2 * math.sqrt(max(n, 1)))))))
+    """About 4·√n, a power of two in [32, 128]: the depth block + n/block stays within ~2× of
+    its minimum (2√n) while each product keeps an inner dimension long enough to run fast."""
+    return int(min(128, max(32, 2 ** round(math.log2(4 * math.sqrt(max(n, 1)))))))
 
 
-def blocked_mm(A: Tensor, W: Tensor, block: Optional[int] = None) -> Tuple[Tensor, int]:
+def blocked_mm(A: Tensor, W: Tensor, block: int | None = None) -> tuple[Tensor, int]:
     """(A @ W, depth): the product as a sum of products over blocks of `block` inner indices,
     added one by one. Each term passes at most `depth` = block + blocks roundings, whatever
     order the library sums a block in, so the error is ≤ γ_depth·|A||W| instead of γ_n
@@ -110,9 +118,9 @@ def _rows(A: Tensor, v: Tensor) -> Tensor:
 @dataclass
 class Layer:
     W64: Tensor
-    b64: Optional[Tensor]
+    b64: Tensor | None
     W: Tensor  # float32
-    b: Optional[Tensor]
+    b: Tensor | None
     w: float  # u(1+u) when W, b are rounded copies, else 0
     row_norm: Tensor  # upper bound of ‖Ŵᵢ‖₂ (float32)
     row_norm64: Tensor  # upper bound of ‖W64ᵢ‖₂ (float64)
@@ -123,8 +131,8 @@ class Layer:
 class Float32Chain:
     """A Dense/ReLU chain prepared for `certified_lower` (float64 and float32 weights)."""
 
-    def __init__(self, dense: List[Dense], acts: List[Activation]) -> None:
-        self.layers: List[Layer] = []
+    def __init__(self, dense: list[Dense], acts: list[Activation]) -> None:
+        self.layers: list[Layer] = []
         for op in dense:
             W64 = op.weight.detach().double()
             b64 = None if op.bias is None else op.bias.detach().double()
@@ -140,11 +148,11 @@ class Float32Chain:
         self.acts = acts
 
     @property
-    def widths(self) -> List[int]:
+    def widths(self) -> list[int]:
         return [L.W.shape[0] for L in self.layers]
 
 
-def chain_of(ops: list) -> Optional[Float32Chain]:
+def chain_of(ops: list) -> Float32Chain | None:
     """The chain when `ops` (float64 engine ops) are Dense (act Dense)*, else None."""
     ops = fold_scale_shift(list(ops))
     if not ops or len(ops) % 2 == 0:
@@ -157,14 +165,14 @@ def chain_of(ops: list) -> Optional[Float32Chain]:
     return Float32Chain(dense, acts)
 
 
-def _act_interval(a: Activation, l: Tensor, u: Tensor) -> Tuple[Tensor, Tensor]:
+def _act_interval(a: Activation, l: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
     if a.kind == "relu":  # exact in floating point
         return torch.relu(l), torch.relu(u)
     s = a.slope
     return _down(torch.nn.functional.leaky_relu(l, s)), _up(torch.nn.functional.leaky_relu(u, s))
 
 
-def _widen(c: Tensor, r: Tensor, E: Tensor) -> Tuple[Tensor, Tensor]:
+def _widen(c: Tensor, r: Tensor, E: Tensor) -> tuple[Tensor, Tensor]:
     """A float32 interval containing [c − r − E, c + r + E] (exact reals): outward nextafter
     after every rounded operation."""
     lo = _down(_down(c - r) - E)
@@ -174,13 +182,17 @@ def _widen(c: Tensor, r: Tensor, E: Tensor) -> Tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def certified_lower(chain: Float32Chain, z: Tensor, B: Tensor, eps: Tensor, p: float, C: Tensor,
-                    d: Tensor, method: str = "crown-ibp", forward64: bool = True) -> Tuple[Tensor, Tensor]:
+                    d: Tensor, method: str = "crown-ibp", forward64: bool = True) -> tuple[Tensor, Tensor]:
     """(L, R), both N×m float64: C·f(z0 + Bδ) + d ≥ L − R for every ‖δ‖_p ≤ ε (module doc).
 
     z: N×d codes, B: d×k, eps: N, C: N×m×out, d: N×m (float64). method: 'ibp' or 'crown-ibp'.
     """
     if method not in ("ibp", "crown-ibp"):
         raise ValueError(f"float32 bounds support ibp and crown-ibp, not {method!r}")
+    if z.device.type == "cuda" and (torch.backends.cuda.matmul.allow_tf32
+                                    or torch.get_float32_matmul_precision() != "highest"):
+        raise ValueError("float32 bounds need IEEE float32 products: TF32 matmuls are enabled "
+                         "(torch.set_float32_matmul_precision('highest') turns them off)")
     z, B, eps, C, d = z.double(), B.double(), eps.double(), C.double(), d.double()
     Ls = chain.layers
     n_batch, k = z.shape[0], B.shape[1]
@@ -196,12 +208,11 @@ def certified_lower(chain: Float32Chain, z: Tensor, B: Tensor, eps: Tensor, p: f
                  + (L1.b64.abs()[None] if L1.b64 is not None else 0.0)) * 2
     r1 = eps[:, None] * dual_norm(G, p)[None] * (1 + gamma(k + 4, U64))
     slack = e64 + 4 * U64 * (c1.abs() + r1)
-    fdt = torch.float64 if forward64 else torch.float32
     uf = U64 if forward64 else U32
     lo, hi = (c1 - r1 - slack), (c1 + r1 + slack)
     if not forward64:
         lo, hi = _down(lo.float()), _up(hi.float())
-    pre: List[Tuple[Tensor, Tensor]] = [(lo, hi)]
+    pre: list[tuple[Tensor, Tensor]] = [(lo, hi)]
     # ---- IBP forward (float64 by default: its radii carry γ_n relative errors through every layer)
     for j in range(1, len(Ls) - 1):
         al, au = _act_interval(chain.acts[j - 1], *pre[-1])
@@ -223,8 +234,8 @@ def certified_lower(chain: Float32Chain, z: Tensor, B: Tensor, eps: Tensor, p: f
         pre.append(_widen(cc, rr, E))
     if forward64:
         pre = [(_down(l.float()), _up(u.float())) for l, u in pre]
-    post: List[Tuple[Tensor, Tensor, Tensor]] = []
-    mags: List[Tensor] = []  # upper bounds of ‖v‖₂ at the input of Dense j ≥ 1 (index j−1), N×1
+    post: list[tuple[Tensor, Tensor, Tensor]] = []
+    mags: list[Tensor] = []  # upper bounds of ‖v‖₂ at the input of Dense j ≥ 1 (index j−1), N×1
     for j in range(1, len(Ls)):
         al, au = _act_interval(chain.acts[j - 1], *pre[j - 1])
         v = torch.maximum(al.abs(), au.abs())
@@ -280,7 +291,7 @@ def certified_lower(chain: Float32Chain, z: Tensor, B: Tensor, eps: Tensor, p: f
     return _input_step(chain, Lam, kappa, R, c1, G, e64, eps, p)
 
 
-def blocked_rows(A: Tensor, v: Tensor, block: int = 32) -> Tensor:
+def blocked_rows(A: Tensor, v: Tensor, block: int = 64) -> Tensor:
     """Σᵢ A[n, m, i]·v[n, i] as float64 (N×m): float32 products over blocks of `block` indices,
     the blocks added in float64: error ≤ (γ_block + γ⁶⁴_n)·|A|·|v|."""
     n = A.shape[-1]
@@ -291,7 +302,7 @@ def blocked_rows(A: Tensor, v: Tensor, block: int = 32) -> Tensor:
     return acc
 
 
-def _lines(act: Activation, l: Tensor, u: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+def _lines(act: Activation, l: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(lower slope, upper slope, upper intercept) of σ on [l, u]: relax()'s lines, exact ones
     on stable neurons (σ is linear there), so only unstable neurons carry an intercept."""
     lo_d, _, up_d, up_b = relax(act.kind, l, u, act.slope)
@@ -303,8 +314,8 @@ def _lines(act: Activation, l: Tensor, u: Tensor) -> Tuple[Tensor, Tensor, Tenso
     return lo_d, up_d, up_b
 
 
-def _activation_step(act: Activation, pre: Tuple[Tensor, Tensor], post: Tuple[Tensor, Tensor, Tensor],
-                     Lam: Tensor, kappa: Tensor, R: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+def _activation_step(act: Activation, pre: tuple[Tensor, Tensor], post: tuple[Tensor, Tensor, Tensor],
+                     Lam: Tensor, kappa: Tensor, R: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Λ·σ(h) ≥ Λ'·h + Λ⁻·t on [l, u] with valid lines; returns (Λ', κ, R, v_h) (module doc).
 
     Λ' = fl(fl(Λ·lo) + fl(Λ⁻·δ̂)), δ̂ = fl(up − lo): the upper slope used is lo + δ̂ (within
@@ -323,16 +334,16 @@ def _activation_step(act: Activation, pre: Tuple[Tensor, Tensor], post: Tuple[Te
     pad = 6 * U32 * (au.abs() + al.abs() + up_d.abs() * vh + up_b.abs())
     t = torch.where(unstable, _up(up_b + torch.clamp(torch.maximum(vl, vu), min=0) + pad), 0.0)  # ≥ 0
     neg = Lam.clamp(max=0)
-    kt = blocked_rows(neg, t)  # Λ⁻·t ≤ 0, one sign: |error| ≤ (γ_32 + γ⁶⁴)·|Λ⁻·t|
+    kt = blocked_rows(neg, t)  # Λ⁻·t ≤ 0, one sign: |error| ≤ (γ_64 + γ⁶⁴)·|Λ⁻·t|
     kappa = kappa + kt
-    R = R + (gamma(34) + gamma(v_len(neg) + 34, U64)) * (1 + 4 * U32) * kt.abs()
-    Lam = Lam * lo_d.unsqueeze(1)
+    R = R + (gamma(66) + gamma(v_len(neg) + 66, U64)) * (1 + 4 * U32) * kt.abs()
+    Lam.mul_(lo_d.unsqueeze(1))  # Λ is this pass's own tensor
     Lam.addcmul_(neg, diff.unsqueeze(1))
     return Lam, kappa, R, vh
 
 
 def _input_step(chain: Float32Chain, Lam: Tensor, kappa: Tensor, R: Tensor, c1: Tensor, G: Tensor,
-                e64: Tensor, eps: Tensor, p: float) -> Tuple[Tensor, Tensor]:
+                e64: Tensor, eps: Tensor, p: float) -> tuple[Tensor, Tensor]:
     """Λ·h1 = Λ(c1 + Gδ) up to |Λ|·e64, concretized over the ball in float64."""
     L64 = Lam.double()
     A = torch.einsum("nmi,ik->nmk", L64, G)

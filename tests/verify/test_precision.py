@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from _verify_helpers import small_head
 from torch import nn
 
 from auditai.bounds import bound
@@ -15,8 +16,6 @@ from auditai.bounds.rounding import certified_lower, chain_of, parse_precision
 from auditai.errors import AuditaiError
 from auditai.latent import Basis, Dims, LatentSet
 from auditai.verify import verify
-
-from _verify_helpers import small_head
 
 
 def _random_chain(g: torch.Generator, d: int, widths: list[int], out: int, scale: float, act=nn.ReLU,
