@@ -41,7 +41,7 @@ def _margins(C: torch.Tensor, h: nn.Module, z: torch.Tensor) -> torch.Tensor:
 def _case(seed: int, scale: float, p: float, act=nn.ReLU):
     g = torch.Generator().manual_seed(seed)
     d, k, N = 5, 2, 6
-    widths = [int(torch.randint(4, 24, (1,), generator=g)) for _ in range(int(torch.randint(1, 4, (1,), generator=g)))]
+    widths = [int(torch.randint(4, 24, (1,), generator=g)) for _ in range(int(torch.randint(0, 4, (1,), generator=g)))]
     out = 4
     h = _random_chain(g, d, widths, out, scale, act)
     z = torch.randn(N, d, generator=g, dtype=torch.float64) * scale
