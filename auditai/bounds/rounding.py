@@ -273,21 +273,20 @@ def certified_lower(chain: Float32Chain, z: Tensor, B: Tensor, eps: Tensor, p: f
             break
         Li = Ls[i]  # Λ ↦ fl(Λ[Ŵ | b̂]) blocked: the bias term is the last column
         N_, m_, n_ = Lam.shape
-        absL = Lam.abs()
-        # the activation step's rounding: ≤ 4u·|Λ'|·v_h (see _activation_step)
-        R = R + 4 * U32 * (1 + 2 * gamma(n_ + 4)) * _rows(absL, vh).double()
         prod, depth = blocked_mm(Lam.reshape(-1, n_), Li.Wb)
         cf = gamma(depth + 1) * (1 + 2 * U32) + Li.w
-        cols = Li.row_norm[:, None] if Li.b is None else torch.stack([Li.row_norm, Li.b.abs()], 1)
-        mag = (absL.reshape(-1, n_) @ cols).reshape(N_, m_, -1).double() * (1 + 2 * gamma(n_ + 4))
-        term = mag[..., 0] * mags[i - 1].double() + (mag[..., 1] if Li.b is not None else 0.0)
-        R = R + cf * (1 + 8 * U32) * term  # ≥ γ_depth·|Λ|·(|Ŵ|·v + |b̂|) (Cauchy–Schwarz for |Ŵ|v)
+        # one pass over |Λ'| for both: the activation step's rounding ≤ 4u·|Λ'|·v_h (see
+        # _activation_step) and this product's ≤ γ_depth·|Λ'|·(|Ŵ|·v + |b̂|) (Cauchy–Schwarz:
+        # |Ŵ|v ≤ ‖Ŵᵢ‖₂‖v‖₂); the weights are rounded up, and the float32 sums of non-negative
+        # terms are covered by the (1 + 2γ_{n+4}) factor
+        wts = Li.row_norm[None] * mags[i - 1] + (Li.b.abs()[None] if Li.b is not None else 0.0)
+        wts = _up(_up(cf * (1 + 8 * U32) * wts) + _up(4 * U32 * vh))
+        R = R + (1 + 2 * gamma(n_ + 8)) * _rows(Lam.abs(), wts).double()
         if Li.b is not None:
             kappa = kappa + prod[:, -1].reshape(N_, m_).double()
             prod = prod[:, :-1]
         Lam = prod.reshape(N_, m_, -1)
-    absL = Lam.abs()
-    R = R + 4 * U32 * (1 + 2 * gamma(Lam.shape[2] + 4)) * _rows(absL, vh).double()
+    R = R + 4 * U32 * (1 + 2 * gamma(Lam.shape[2] + 4)) * _rows(Lam.abs(), vh).double()
     return _input_step(chain, Lam, kappa, R, c1, G, e64, eps, p)
 
 
