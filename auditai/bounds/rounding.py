@@ -36,7 +36,7 @@ Every sum of non-negative terms in R is computed with a relative error below γ_
 by the factor (1 + 8·γ_{n+8}) on R. Heads outside this chain are not handled here (`chain_of`
 returns None): the caller bounds them in float64. Measured on the 5 × 1024 head of
 benchmarks/bench_bounds.py (tests/verify/test_precision.py checks a 3 × 256 one): the allowance
-is ~450× the actual |float32 bound − float64 bound| (median; 1.1e-3 on margins of ~20).
+is 450–490× the actual |float32 bound − float64 bound| (medians; 1.1e-3 on bounds of ~20).
 CUDA: matmuls must not use TF32 (`torch.backends.cuda.matmul.allow_tf32` False, the default).
 """
 
