@@ -37,6 +37,10 @@ DEFAULT_ENGINE = "auditai"
 SPEC_KINDS: tuple[str, ...] = ("label", "prediction", "binary", "band")
 DEFAULT_SPEC = "label"
 
+#: arithmetic of the bounds: "auto" is float32 on CUDA, float64 on CPU (auditai.bounds.rounding)
+PRECISIONS: tuple[str, ...] = ("auto", "float32", "float64")
+_PRECISION_SPELLINGS = {"fp32": "float32", "single": "float32", "fp64": "float64", "double": "float64"}
+
 #: latent set kinds, as a suite names them (`direction:`, `dims:`, `basis:`) and the sheet stores them
 SET_KINDS: tuple[str, ...] = ("direction", "dims", "basis")
 
@@ -69,6 +73,12 @@ def parse_method(method: object, choices: Iterable[str] = METHODS) -> str:
 def parse_bound_method(method: object) -> str:
     """A method of the bound engine (`BOUND_METHODS`: no "complete")."""
     return choose("bound method", method, BOUND_METHODS)
+
+
+def parse_precision_name(precision: object) -> str:
+    """'auto', 'float32' or 'float64' (also fp32/single, fp64/double)."""
+    v = _PRECISION_SPELLINGS.get(str(precision).strip().lower(), precision)
+    return choose("precision", v, PRECISIONS)
 
 
 def parse_engine(engine: object) -> str:

@@ -34,6 +34,9 @@ from torch import Tensor, nn
 from auditai.attack import check_points, head64, pgd
 from auditai.bounds import bound
 from auditai.bounds.exactline import exact_line, is_piecewise_linear, layer_ops
+from auditai.bounds.engine import guard_conversion
+from auditai.bounds.ops import op_sources, to_ops
+from auditai.bounds.rounding import certified_lower, chain_of, parse_precision
 from auditai.bounds.split import bound_tolerance, branch_and_bound
 from auditai.errors import AuditaiError, InputError, UnsupportedLayerError
 from auditai.latent import LatentSet, norm_name
@@ -83,6 +86,7 @@ class VerificationResult:
     time_s: float = 0.0
     device: str = "cpu"
     engine: str = "auditai"
+    precision: str = "float64"
 
     def worst_counterexample(self, eps_index: int) -> Counterexample | None:
         """The counterexample with the most negative margin at ε index `eps_index` (None if none)."""
@@ -95,7 +99,7 @@ class VerificationResult:
             k: getattr(self, k)
             for k in ("eps", "method", "spec", "set_description", "norm", "n", "clean_error",
                       "verified_error", "falsified_fraction", "unknown_fraction", "max_radius",
-                      "time_s", "device", "engine")
+                      "time_s", "device", "engine", "precision")
         }
         d["verdicts"] = self.verdicts.to(torch.int64).tolist()
         d["certified_radius"] = None if self.certified_radius is None else self.certified_radius.tolist()
@@ -137,14 +141,30 @@ def _chunk_rows(chunk_size: int | None, memory_budget: int | None, m: int, width
             raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
         return int(chunk_size)
     budget = memory_budget if memory_budget is not None else 1 << 30
-    return max(1, int(budget // (_BYTES_PER_UNIT * max(1, m) * max(1, width))))
+    one = _BYTES_PER_UNIT * max(1, m) * max(1, width)
+    if budget < one:
+        raise AuditaiError(f"memory budget {int(budget)} bytes is too small for one sample: bounding one "
+                           f"needs about {one} bytes ({m} spec rows × width {width} × {_BYTES_PER_UNIT} "
+                           "bytes); raise memory_budget")
+    return max(1, int(budget // one))
 
 
 class _Bounder:
     """Certified lower margins (rows × m, minus tolerance) for rows of (z0, ε), chunked."""
 
-    def __init__(self, h64, basis, p, method, engine, chunk, ops):
+    def __init__(self, h64, basis, p, method, engine, chunk, ops, precision="float64"):
         self.h64, self.basis, self.p, self.method, self.engine, self.chunk = h64, basis, p, method, engine, chunk
+        # float32: the sound float32 bounds of auditai.bounds.rounding, where they apply
+        self.f32 = None
+        if precision == "float32" and not _is_auto_lirpa(engine) and method in ("ibp", "crown-ibp") \
+                and not isinstance(ops, UnsupportedLayerError):
+            try:
+                self._ops64 = to_ops(h64, (basis.shape[0],), dtype=torch.float64)
+                self.f32 = chain_of(self._ops64)
+            except UnsupportedLayerError:
+                self.f32 = None
+        self._guarded = False
+        self.precision = "float32" if self.f32 is not None else "float64"
         # an UnsupportedLayerError instead of a list: a head only auto_LiRPA bounds (_head_ops)
         self.ops = None if isinstance(ops, UnsupportedLayerError) else ops
         self.rejected = ops if self.ops is None else None
@@ -156,6 +176,14 @@ class _Bounder:
         outs = []
         for i in range(0, z.shape[0], self.chunk):
             sl = slice(i, i + self.chunk)
+            if self.f32 is not None:  # rounding allowance R inside: C·f + d ≥ lb − R
+                if not self._guarded:  # the ops compute the head (as bound() checks)
+                    guard_conversion(self.h64, lambda: self._ops64, z[sl], eps[sl], self.p, self.basis,
+                                     "head", op_sources(self.h64, "head").get)
+                    self._guarded = True
+                lb, R = certified_lower(self.f32, z[sl], self.basis, eps[sl], self.p, C[sl], d[sl], self.method)
+                outs.append((lb - R).min(dim=1).values)
+                continue
             s = LatentSet(z[sl], self.basis, eps[sl].contiguous(), self.p)
             lo = self._lower(s, C[sl])
             if self.ops is not None:
@@ -271,6 +299,7 @@ def verify(
     attack_steps: int = 20,
     attack_restarts: int = 2,
     seed: int = 0,
+    precision: str | None = None,
 ) -> VerificationResult:
     """Verify the spec for every sample over the set `latent.make(z0, ε)` for each ε in `eps`.
 
@@ -284,6 +313,10 @@ def verify(
             exact (ExactLine) for method='complete' with k = 1 on a piecewise-linear head.
         memory_budget / chunk_size: rows per engine call (results do not depend on it).
         split_budget: cubes per row for branch and bound (method='complete', k ≤ 3).
+        precision: 'float32' or 'float64' bound arithmetic (default float32 on CUDA, float64 on
+            CPU). float32 bounds carry a sound rounding allowance (auditai.bounds.rounding), so a
+            margin within it is unknown; they apply to ibp and crown-ibp on Dense/ReLU chains,
+            anything else is bounded in float64 (result.precision says which).
     """
     t_start = time.perf_counter()
     m_key = parse_method(method, VERIFY_METHODS)
@@ -321,7 +354,8 @@ def verify(
     widths = [max(t.shape) for t in h64.parameters() if t.dim()] if foreign else [op.width for op in ops]
     width = max(widths + [C.shape[2]])
     chunk = _chunk_rows(chunk_size, memory_budget, m, width)
-    bnd = _Bounder(h64, B, p, bmethod, engine, chunk, ops)
+    prec = parse_precision(precision, dev)
+    bnd = _Bounder(h64, B, p, bmethod, engine, chunk, ops, prec)
     z = base.z0
     gen = torch.Generator().manual_seed(seed)
 
@@ -475,5 +509,5 @@ def verify(
         clean_error=[ce] * E, verified_error=[float(1 - x) for x in vf], falsified_fraction=[float(x) for x in ff],
         unknown_fraction=[float(x) for x in uf], verdicts=V, certified_radius=None if rad is None else rad.cpu(),
         max_radius=max_radius if radius else None, counterexamples=cexs, time_s=time.perf_counter() - t_start,
-        device=str(dev), engine=engine,
+        device=str(dev), engine=engine, precision=bnd.precision,
     )

@@ -21,6 +21,7 @@ TRAIN_DATA = "--auditai-train-data"
 DEVICE = "--auditai-device"
 METHOD = "--auditai-method"
 ENGINE = "--auditai-engine"
+PRECISION = "--auditai-precision"
 REPORT = "--auditai-report"
 BASELINE = "--auditai-baseline"
 TRUST_PICKLE = "--auditai-trust-pickle"
@@ -33,6 +34,7 @@ DEFAULT_BASELINE_TOLERANCE = 0.01
 
 METHODS = names.METHODS  # the vocabulary lives in auditai.names
 ENGINES = names.ENGINES
+PRECISIONS = names.PRECISIONS
 REPORT_SUFFIXES = (".json", ".md", ".html")
 MARKER = "auditai"
 
@@ -58,6 +60,7 @@ def parse_device(value: str) -> str:
 
 parse_method = names.arg_type(names.parse_method, "method")
 parse_engine = names.arg_type(names.parse_engine, "engine")
+parse_precision = names.arg_type(names.parse_precision_name, "precision")
 
 
 def parse_report(value: str) -> str:
@@ -102,6 +105,10 @@ _OPTIONS: list[tuple[str, str, Any, str, dict]] = [
     (ENGINE, "string", "auditai",
      f"bound engine: {' or '.join(ENGINES)} (default: {names.DEFAULT_ENGINE})",
      {"metavar": "ENGINE", "type": parse_engine}),
+    (PRECISION, "string", "auto",
+     "bound arithmetic: float32 (with a sound rounding allowance: a margin within it is unknown) or "
+     "float64; auto (default): float32 on CUDA, float64 on CPU",
+     {"metavar": "PRECISION", "type": parse_precision}),
     (REPORT, "args", [],
      "write the spec-sheet of the run to PATH, format by suffix .json/.md/.html (repeatable)",
      {"metavar": "PATH", "action": "append", "type": parse_report}),
@@ -131,7 +138,7 @@ def add_options(parser: Any) -> None:
                   help=f"how much a verified error may grow over {BASELINE} (default {DEFAULT_BASELINE_TOLERANCE})")
 
 
-_PARSERS = {DEVICE: parse_device, METHOD: parse_method, ENGINE: parse_engine}
+_PARSERS = {DEVICE: parse_device, METHOD: parse_method, ENGINE: parse_engine, PRECISION: parse_precision}
 
 
 def get_option(config: Any, option: str) -> Any:

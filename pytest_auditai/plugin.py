@@ -42,7 +42,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "plugin verifies it, gates it and passes the result as the auditai_result fixture",
     )
     try:  # ini values are validated as their flags are, before anything runs
-        for option in (opt.DEVICE, opt.METHOD, opt.ENGINE, opt.REPORT):
+        for option in (opt.DEVICE, opt.METHOD, opt.ENGINE, opt.PRECISION, opt.REPORT):
             opt.get_option(config, option)
         opt.parse_tolerance(config.getini(opt.INI_BASELINE_TOLERANCE))
     except Exception as e:

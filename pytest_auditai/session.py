@@ -109,6 +109,12 @@ class AuditaiSession:
             raise pytest.UsageError(f"{opt.DEVICE}={dev} but CUDA is not available here")
         return dev
 
+    @property
+    def precision(self) -> str | None:
+        """--auditai-precision: 'float32', 'float64', or None for auto (float32 on CUDA)."""
+        v = self.option(opt.PRECISION) or "auto"
+        return None if v == "auto" else v
+
     # ------------------------------------------------------------------ loading
     def model(self, source: str | None) -> Any:
         """The AuditModel of `source` (option overrides the suite's), loaded once per run."""
@@ -183,7 +189,7 @@ class AuditaiSession:
         kind = ut.set_kind(model)
         result = verify(
             model.head, data.z, data.y, kind, list(ut.all_eps), spec=ut.spec, method=ut.method,
-            device=self.device, engine=self.engine(engine),
+            device=self.device, engine=self.engine(engine), precision=self.precision,
         )
         self._results[key] = result
         self.entries[key] = Entry(

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", default=None, choices=names.ENGINES, type=_engine,
                         help="auditai (default) or auto_lirpa (for heads with layers ours rejects); "
                              "overrides the suite's `engine:`")
+    parser.add_argument("--precision", default=None, choices=("float32", "float64"),
+                        help="bound arithmetic: float32 (sound rounding allowance; a margin within it is "
+                             "unknown) or float64 (default: float32 on CUDA, float64 on CPU)")
     parser.add_argument("--report", action="append", default=[], metavar="PATH",
                         help="write the spec-sheet to PATH (.json/.md/.html; repeatable)")
     parser.add_argument("--trust-pickle", action="store_true", help="allow pickled model files")
@@ -100,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         ut = ut.with_defaults(spec=suite.spec, method=args.method or suite.method)
         kind = ut.set_kind(model)
         result = verify(model.head, data.z, data.y, kind, list(ut.all_eps), spec=ut.spec,
-                        method=ut.method, device=device, engine=engine)
+                        method=ut.method, device=device, engine=engine,
+                        precision=getattr(args, "precision", None))
         entries.append((ut, result, kind))
         rows, failed_here = gate.result_rows(ut, result)
         table += rows

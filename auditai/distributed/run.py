@@ -73,7 +73,7 @@ def _load(args: argparse.Namespace):
 
 
 def make_manifest(suite: Any, tests: list, model: Any, data: Any, engine: str, chunk_size: int,
-                  sources: tuple[str, str], train_data: str | None) -> dict:
+                  sources: tuple[str, str], train_data: str | None, precision: str | None = None) -> dict:
     """The run's manifest: what must agree for DIR to be resumed (see `shard.PINNED`)."""
     from auditai.sheet.record import current_versions
 
@@ -93,6 +93,7 @@ def make_manifest(suite: Any, tests: list, model: Any, data: Any, engine: str, c
         "n": int(data.z.shape[0]),
         "chunk_size": int(chunk_size),
         "engine": engine,
+        "precision": precision,
         "versions": versions,
         "unit_tests": uts,
     }
@@ -105,7 +106,8 @@ def _tests_from_manifest(manifest: dict) -> list:
 
 
 # --------------------------------------------------------------------------- one chunk
-def verify_chunk(c: Chunk, ut: Any, model: Any, data: Any, engine: str, device: str) -> dict:
+def verify_chunk(c: Chunk, ut: Any, model: Any, data: Any, engine: str, device: str,
+                 precision: str | None = None) -> dict:
     """The record of one chunk: samples [start, stop) of unit test `ut`, attack seeded by chunk."""
     from auditai.verify import verify
 
@@ -114,7 +116,7 @@ def verify_chunk(c: Chunk, ut: Any, model: Any, data: Any, engine: str, device: 
     y = None if data.y is None else data.y[c.start:c.stop]
     seed = chunk_seed(ut.name, c.k)
     res = verify(model.head, z, y, kind, list(ut.all_eps), spec=ut.spec, method=ut.method,
-                 device=device, engine=engine, seed=seed)
+                 device=device, engine=engine, seed=seed, precision=precision)
     return {"unit_test": ut.name, "k": c.k, "start": c.start, "stop": c.stop, "seed": seed,
             "result": res.to_dict()}
 
@@ -133,6 +135,13 @@ def run_sharded(args: argparse.Namespace) -> int:
         g.close()
 
 
+def _precision(args: argparse.Namespace, device: str) -> str:
+    """The run's bound arithmetic (pinned in the manifest: a resume may not switch it)."""
+    from auditai.bounds.rounding import parse_precision
+
+    return parse_precision(getattr(args, "precision", None), device)
+
+
 def _device_arg(name: str) -> str:
     return name or "auto"
 
@@ -147,7 +156,8 @@ def _run(args: argparse.Namespace, g: grp.Group, t0: float) -> int:
         (old or {}).get("chunk_size") or DEFAULT_CHUNK_SIZE)
     if int(chunk_size) < 1:
         raise AuditaiError(f"--chunk-size must be a number of samples >= 1, got {chunk_size}")
-    manifest = make_manifest(suite, tests, model, data, engine, int(chunk_size), sources, suite.train_data)
+    manifest = make_manifest(suite, tests, model, data, engine, int(chunk_size), sources, suite.train_data,
+                             _precision(args, g.device))
     error = None
     if g.rank == 0:
         try:
@@ -173,7 +183,8 @@ def _run(args: argparse.Namespace, g: grp.Group, t0: float) -> int:
     threads = torch.get_num_threads()
     t_compute = time.perf_counter()
     for i, c in enumerate(mine):
-        rec = verify_chunk(c, by_name[c.name], model, data, engine, g.device)
+        rec = verify_chunk(c, by_name[c.name], model, data, engine, g.device,
+                           manifest.get("precision"))
         folder.write_chunk(c, rec, before_replace=grp.fault_hook_for_tests(g.rank, i))
     compute_s = time.perf_counter() - t_compute
     stats = g.all_gather({"rank": g.rank, "computed": len(mine), "compute_s": compute_s})

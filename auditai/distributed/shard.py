@@ -34,7 +34,7 @@ RESULTS_SCHEMA = "auditai.sharded-results/1"
 DEFAULT_CHUNK_SIZE = 256
 TMP_SUFFIX = ".tmp"
 #: manifest keys that must agree for a run folder to be resumed
-PINNED = ("model_sha256", "data_sha256", "suite_sha256", "chunk_size", "versions", "n")
+PINNED = ("model_sha256", "data_sha256", "suite_sha256", "chunk_size", "versions", "n", "precision")
 
 
 class RunFolderError(AuditaiError):
@@ -268,5 +268,6 @@ def merge_results(records: Sequence[dict], n: int, name: str) -> dict:
                                  "device", "engine")}
     out.update(n=n, clean_error=[clean / n] * E, verified_error=[1.0 - v for v in verified],
                falsified_fraction=frac(-1), unknown_fraction=frac(0), verdicts=verdicts,
-               certified_radius=radius, counterexamples=cex, time_s=time_s)
+               certified_radius=radius, counterexamples=cex, time_s=time_s,
+               precision=first.get("precision", "float64"))
     return out
