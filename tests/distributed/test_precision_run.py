@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import cli, verify_args
+from .conftest import cli, verify_args
 
 
 def test_precision_is_recorded_and_pinned(tiny_dir, capsys):

@@ -3,7 +3,6 @@ float64 on CPU. The result says which arithmetic bounded it."""
 
 import pytest
 
-from .conftest import needs_verify
 
 OPTS = ("--auditai-model=tinymodel:MODEL", "--auditai-data=tinymodel:DATA", "--auditai-device=cpu")
 
@@ -17,7 +16,6 @@ def test_pose(auditai_result):
 '''
 
 
-@needs_verify
 @pytest.mark.parametrize("args, ini, expected", [
     ((), "", "float64"),
     (("--auditai-precision=float32",), "", "float32"),
