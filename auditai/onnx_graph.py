@@ -21,6 +21,10 @@ its erf pattern, Softplus, Elu; Shape/Size of live values (their batch-1 shapes)
 Constants and subgraphs of constants are folded with `onnx.reference.ReferenceEvaluator` (the
 standard ops' own reference code; nothing from the file is run). Every node without a rule is
 collected and reported in one UnsupportedLayerError naming each node and its op type.
+
+Files are untrusted (`auditai.onnx_limits`): constants together and each value are capped at
+``max_elements`` (2^28 by default), checked from shapes before anything is allocated, and
+tensors with external data are refused (no path named by the file is opened).
 """
 
 from __future__ import annotations
@@ -32,6 +36,13 @@ import numpy as np
 
 from auditai.bounds.graph import Graph, GraphModule, Node
 from auditai.errors import ModelFileError, UnsupportedLayerError
+from auditai.onnx_limits import (
+    MAX_ELEMENTS,
+    attribute_elements,
+    elements,
+    fold_elements,
+    refuse_external,
+)
 from auditai.onnx_ops import _attrs, _Builder, _Unsupported, _Val
 
 _ACT = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid"}
@@ -47,6 +58,16 @@ class _Reader(_Builder):
         from onnx.reference import ReferenceEvaluator
 
         feeds = {i: np.asarray(self.consts[i]) for i in node.input if i}
+        outs_n = len([o for o in node.output if o])
+        try:  # the outputs' size from the inputs' shapes and values, before anything is evaluated
+            need = attribute_elements(_attrs(node)) if node.op_type == "Constant" else \
+                fold_elements(node.op_type, _attrs(node), [feeds.get(i) for i in node.input], outs_n)
+        except (ValueError, TypeError, IndexError, OverflowError) as e:
+            raise _Unsupported(f"cannot fold this constant node ({type(e).__name__}: {e})") from None
+        if need is None:
+            raise _Unsupported(f"cannot fold a constant {node.op_type} (the reader has no rule for the size "
+                               "of its output)")
+        self.budget.charge(need, f"node '{node.name or node.output[0]}' ({node.op_type})")
         try:
             ins = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
                    for k, v in feeds.items()]
@@ -282,14 +303,17 @@ def _parse(data: bytes, where: str):
         raise ModelFileError(f"{where}: not a readable ONNX file (truncated or corrupt?): {e}") from None
     if not model.graph.node:
         raise ModelFileError(f"{where}: the ONNX graph has no nodes (truncated or corrupt?)")
-    for init in model.graph.initializer:
-        if init.data_location == onnx.TensorProto.EXTERNAL:
-            raise ModelFileError(f"{where}: initializer {init.name!r} uses external data; save the ONNX file with its weights inside")
+    refuse_external(model, where)
     return model
 
 
-def read_onnx_graph(data: bytes | str | Path, where: str | None = None) -> Graph:
-    """The graph IR of an ONNX network (per sample; input shape from the graph's declared input)."""
+def read_onnx_graph(data: bytes | str | Path, where: str | None = None, *,
+                    max_elements: int = MAX_ELEMENTS) -> Graph:
+    """The graph IR of an ONNX network (per sample; input shape from the graph's declared input).
+
+    max_elements caps the constants held together and each value (`auditai.onnx_limits`):
+    a file asking for more is refused with a ModelFileError before anything of that size exists.
+    """
     from onnx import numpy_helper
 
     from auditai.bounds.trace import _prune
@@ -300,9 +324,13 @@ def read_onnx_graph(data: bytes | str | Path, where: str | None = None) -> Graph
     where = where or "<onnx>"
     model = _parse(data, where)
     g = model.graph
-    rd = _Reader(where, _opset(model))
+    rd = _Reader(where, _opset(model), max_elements)
     for t in g.initializer:
-        rd.consts[t.name] = numpy_helper.to_array(t)
+        rd.budget.charge(elements(t.dims), f"initializer {t.name!r} of shape {list(t.dims)}")
+        try:
+            rd.consts[t.name] = numpy_helper.to_array(t)
+        except (ValueError, TypeError) as e:
+            raise ModelFileError(f"{where}: initializer {t.name!r} cannot be read ({e})") from None
     inputs = [i for i in g.input if i.name not in rd.consts]
     if len(inputs) != 1:
         raise ModelFileError(f"{where}: a network has one input, the graph has {len(inputs)}: {[i.name for i in inputs]}")
@@ -318,6 +346,7 @@ def read_onnx_graph(data: bytes | str | Path, where: str | None = None) -> Graph
                                  f"({d.dim_param or '?'}); only the batch axis (0) may be symbolic")
     if not full:
         raise ModelFileError(f"{where}: input {inputs[0].name!r} declares no shape")
+    rd.budget.value(full, f"input {inputs[0].name!r}")
     batched = len(full) > 1 and full[0] == 1
     ir = tuple(full[1:]) if batched else tuple(full)
     rd.nodes.append(Node("input", "input", (), {}, {}, ir, inputs[0].name))
@@ -329,6 +358,8 @@ def read_onnx_graph(data: bytes | str | Path, where: str | None = None) -> Graph
             continue
         try:
             rd.read(node, f"{where} node '{name}' ({node.op_type})")
+        except ModelFileError:
+            raise
         except _Unsupported as why:
             rd.unsupported.append((name, node.op_type, str(why)))
             rd.poison.update(o for o in node.output if o)
@@ -351,9 +382,13 @@ def read_onnx_graph(data: bytes | str | Path, where: str | None = None) -> Graph
     return simplify(_prune(Graph(rd.nodes, out.idx)))
 
 
-def load_onnx_graph(data: bytes | str | Path, where: str | None = None) -> GraphModule:
-    """The ONNX network as a GraphModule (inputs of the graph's declared per-sample shape); runs no code."""
-    return GraphModule(read_onnx_graph(data, where)).eval()
+def load_onnx_graph(data: bytes | str | Path, where: str | None = None, *,
+                    max_elements: int = MAX_ELEMENTS) -> GraphModule:
+    """The ONNX network as a GraphModule (inputs of the graph's declared per-sample shape); runs no code.
+
+    max_elements: the size limit of `read_onnx_graph`.
+    """
+    return GraphModule(read_onnx_graph(data, where, max_elements=max_elements)).eval()
 
 
 __all__ = ["load_onnx_graph", "read_onnx_graph"]

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from auditai.bounds.graph import Node, apply
+from auditai.onnx_limits import MAX_ELEMENTS, MAX_GATHER, Budget
 
 
 class _Unsupported(Exception):
@@ -47,8 +48,9 @@ def _attrs(node) -> dict[str, Any]:
 class _Builder:
     """IR nodes from ONNX values: the building blocks and the op families."""
 
-    def __init__(self, where: str, opset: int) -> None:
+    def __init__(self, where: str, opset: int, max_elements: int = MAX_ELEMENTS) -> None:
         self.where, self.opset = where, opset
+        self.budget = Budget(where, max_elements)
         self.nodes: list[Node] = []
         self.consts: dict[str, np.ndarray] = {}
         self.live: dict[str, _Val] = {}
@@ -62,9 +64,13 @@ class _Builder:
         cs = {k: (torch.as_tensor(np.ascontiguousarray(v)).float() if isinstance(v, np.ndarray) else v)
               for k, v in (consts or {}).items()}
         n = Node(name, op, tuple(v.idx for v in ins), attrs or {}, cs, (), where or name)
+        # the output shape on the meta device: nothing of the output's size is allocated before the check
+        meta = Node(name, op, n.inputs, n.attrs, {k: (v.to("meta") if isinstance(v, torch.Tensor) else v)
+                                                  for k, v in cs.items()}, (), n.where)
         with torch.no_grad():
-            y = apply(n, *[torch.zeros(1, *v.ir) for v in ins])
+            y = apply(meta, *[torch.empty(1, *v.ir, device="meta") for v in ins])
         n.shape = tuple(int(s) for s in y.shape[1:])
+        self.budget.value(n.shape, f"node '{name}' ({op})")
         self.nodes.append(n)
         return len(self.nodes) - 1
 
@@ -152,6 +158,7 @@ class _Builder:
             return x
         x = self.reshape(self.unbatched(x), (1,) * (len(out) - len(x.full)) + x.full, False)
         if x.full != tuple(out):
+            self.budget.value(out, f"node '{nm}' (broadcast)")
             x = _Val(self.add(nm + "_expand", "mul_const", [x], {}, {"value": np.ones(out)}, w), out, False)
         return x
 
@@ -331,6 +338,8 @@ class _Builder:
         if op == "Gather":
             a = int(at.get("axis", 0)) % r
             ind = self.const(node.input[1]).astype(np.int64)
+            if ind.size > MAX_GATHER:
+                raise _Unsupported(f"a Gather of {ind.size} indices from a value (at most {MAX_GATHER})")
             pieces = [self._slice(x, a, int(i) % x.full[a], 1, 1, f"{nm}_{j}", w) for j, i in enumerate(ind.reshape(-1))]
             v = pieces[0] if len(pieces) == 1 else None
             if v is None:
