@@ -14,7 +14,8 @@ pads incl. asymmetric, output_padding, group, dilations), BatchNormalization (ev
 epsilon), Add/Sub/Mul/Div by constants of any broadcast shape, Add/Sub/Sum of two branches, Neg,
 Concat, Slice, Split, Gather by constant indices, Reshape, Flatten, Transpose, Squeeze/Unsqueeze
 (attribute or input axes), Identity, Dropout (inference), Cast to float, Pad (constant),
-AveragePool, GlobalAveragePool, ReduceMean/ReduceSum, MaxPool, Resize/Upsample (nearest by whole
+AveragePool and MaxPool (any pads, ceil_mode, auto_pad: `auditai.onnx_pool`), Conv auto_pad,
+GlobalAveragePool, ReduceMean/ReduceSum, Resize/Upsample (nearest by whole
 factors, linear/bilinear), Relu, LeakyRelu, Tanh, Sigmoid, Clip, Max/Min with a scalar, Gelu and
 its erf pattern, Softplus, Elu; Shape/Size of live values (their batch-1 shapes).
 
@@ -44,12 +45,13 @@ from auditai.onnx_limits import (
     refuse_external,
 )
 from auditai.onnx_ops import _attrs, _Builder, _Unsupported, _Val
+from auditai.onnx_pool import _PoolOps
 
 _ACT = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid"}
 _PASS = {"Identity", "Dropout"}
 
 
-class _Reader(_Builder):
+class _Reader(_PoolOps, _Builder):
     """Reads ONNX nodes in order: folds constants, maps each live node to IR nodes."""
 
     # ---------------------------------------------------------------- constant folding

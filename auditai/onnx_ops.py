@@ -2,7 +2,8 @@
 
 `_Builder` appends IR nodes (each node's shape from running it once on zeros), converts live values
 between the batched and unbatched forms, and turns the ONNX op families (arithmetic with constants,
-Gemm/MatMul, Conv/ConvTranspose, Pad, pooling, Concat, Slice/Split/Gather, Resize) into IR nodes.
+Gemm/MatMul, Conv/ConvTranspose, Pad, Concat, Slice/Split/Gather, Resize) into IR nodes; pooling
+and auto_pad are in `auditai.onnx_pool`.
 """
 
 from __future__ import annotations
@@ -210,19 +211,22 @@ class _Builder:
     def _conv(self, node, op: str, at: dict, x: _Val, nm: str, w: str) -> _Val:
         wt = self.const(node.input[1]).astype(np.float64)
         nd = wt.ndim - 2
-        if at.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-            raise _Unsupported(f"auto_pad={at['auto_pad']}; export with explicit pads")
+        if op == "ConvTranspose" and at.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+            raise _Unsupported(f"ConvTranspose with auto_pad={at['auto_pad']}; export with explicit pads")
         if "output_shape" in at:
             raise _Unsupported("ConvTranspose with output_shape; export with pads and output_padding")
         x = self.batched(x)
-        pads = list(at.get("pads", [0] * 2 * nd))
+        if len(x.full) != 2 + nd:
+            raise _Unsupported(f"a {nd}-D {op} of a value of shape {list(x.full)}")
+        strides, dil = list(at.get("strides", [1] * nd)), list(at.get("dilations", [1] * nd))
+        pads = self._auto_pads(at, x.full[2:], list(wt.shape[2:]), strides, dil)
         begin, end = pads[:nd], pads[nd:]
         sym = begin == end
         if not sym and op == "Conv":
             x = self._pad_ir(x, begin, end, nm + "_pad", w)
             begin = [0] * nd
-        attrs = {"stride": list(at.get("strides", [1] * nd)), "padding": begin if sym or op == "Conv" else [0] * nd,
-                 "dilation": list(at.get("dilations", [1] * nd)), "groups": int(at.get("group", 1))}
+        attrs = {"stride": strides, "padding": begin if sym or op == "Conv" else [0] * nd,
+                 "dilation": dil, "groups": int(at.get("group", 1))}
         consts = {"weight": wt}
         b = self.opt_const(node, 2)
         if b is not None:
@@ -270,42 +274,6 @@ class _Builder:
         x, off = self.axis_dim(x, used)
         first = off
         return self._pad_ir(x, begin[first:], end[first:], nm, w, value)
-
-    def _pool(self, node, op: str, at: dict, x: _Val, nm: str, w: str) -> _Val:
-        if len([o for o in node.output if o]) > 1:
-            raise _Unsupported("MaxPool with its indices output")
-        if at.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-            raise _Unsupported(f"auto_pad={at['auto_pad']}; export with explicit pads")
-        if at.get("ceil_mode", 0):
-            raise _Unsupported("ceil_mode=1")
-        k = list(at["kernel_shape"])
-        nd = len(k)
-        if nd not in (1, 2):
-            raise _Unsupported(f"pooling over {nd} spatial dims")
-        x = self.batched(x)
-        pads = list(at.get("pads", [0] * 2 * nd))
-        begin, end = pads[:nd], pads[nd:]
-        attrs: dict[str, Any] = {"kernel": k, "stride": list(at.get("strides", [1] * nd))}
-        if op == "MaxPool":
-            if begin != end:
-                raise _Unsupported(f"MaxPool with asymmetric pads {pads}")
-            if at.get("storage_order", 0):
-                raise _Unsupported("MaxPool with storage_order=1")
-            attrs.update(padding=begin, dilation=list(at.get("dilations", [1] * nd)))
-            kind = "maxpool"
-        else:
-            if any(d != 1 for d in at.get("dilations", [1] * nd)):
-                raise _Unsupported("AveragePool with dilations")
-            include = bool(at.get("count_include_pad", 0))
-            if begin != end:
-                if not include:
-                    raise _Unsupported(f"AveragePool with asymmetric pads {pads} and count_include_pad=0")
-                x = self._pad_ir(x, begin, end, nm + "_pad", w)
-                begin = [0] * nd
-            attrs.update(padding=begin, count_include_pad=include or not any(begin), divisor=None)
-            kind = "avgpool"
-        idx = self.add(nm, kind, [x], attrs, {}, w)
-        return _Val(idx, (1,) + self.nodes[idx].shape, True)
 
     def _concat(self, node, at: dict, nm: str, w: str) -> _Val:
         names = [i for i in node.input if i]
