@@ -17,7 +17,7 @@ Concat, Slice, Split, Gather by constant indices, Reshape, Flatten, Transpose, S
 AveragePool and MaxPool (any pads, ceil_mode, auto_pad: `auditai.onnx_pool`), Conv auto_pad,
 GlobalAveragePool, ReduceMean/ReduceSum, Resize/Upsample (nearest by whole
 factors, linear/bilinear), Relu, LeakyRelu, Tanh, Sigmoid, Clip, Max/Min with a scalar, Gelu and
-its erf pattern, Softplus, Elu; Shape/Size of live values (their batch-1 shapes).
+its erf and tanh patterns (`auditai.onnx_gelu`), Softplus, Elu; Shape/Size of live values (their batch-1 shapes).
 
 Constants and subgraphs of constants are folded with `onnx.reference.ReferenceEvaluator` (the
 standard ops' own reference code; nothing from the file is run). Every node without a rule is
@@ -37,6 +37,7 @@ import numpy as np
 
 from auditai.bounds.graph import Graph, GraphModule, Node
 from auditai.errors import ModelFileError, UnsupportedLayerError
+from auditai.onnx_gelu import _GeluPatterns
 from auditai.onnx_limits import (
     MAX_ELEMENTS,
     attribute_elements,
@@ -51,7 +52,7 @@ _ACT = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid"}
 _PASS = {"Identity", "Dropout"}
 
 
-class _Reader(_PoolOps, _Builder):
+class _Reader(_GeluPatterns, _PoolOps, _Builder):
     """Reads ONNX nodes in order: folds constants, maps each live node to IR nodes."""
 
     # ---------------------------------------------------------------- constant folding
@@ -94,8 +95,13 @@ class _Reader(_PoolOps, _Builder):
         if any(i in self.erf for i in node.input):
             self._gelu(node, op)
             return
+        if any(i in self.tgelu for i in node.input):
+            self._tanh_gelu(node, op)
+            return
         if op == "Erf":
             self._erf(node)
+            return
+        if self._tanh_gelu_start(node, op):
             return
         live_in = [i for i in node.input if i in self.live]
         if op in ("Shape", "Size") and live_in:
@@ -112,42 +118,6 @@ class _Reader(_PoolOps, _Builder):
         x = self.live.get(node.input[0])
         out = self._op(node, op, at, x, where)
         self.live[node.output[0]] = out
-
-    # ---------------------------------------------------------------- GELU as x·½·(1 + erf(x/√2))
-    def _erf(self, node) -> None:
-        """Erf of x/√2 (a Div or Mul by a constant): kept pending until the GELU pattern completes."""
-        v = self.live.get(node.input[0])
-        n = self.nodes[v.idx] if v is not None else None
-        if n is None or n.op != "mul_const" or n.consts["value"].numel() != 1 or \
-                abs(float(n.consts["value"]) * math.sqrt(2.0) - 1.0) > 1e-6:
-            raise _Unsupported("Erf outside the GELU pattern x·½·(1 + erf(x/√2))")
-        self.erf[node.output[0]] = ("erf", _Val(n.inputs[0], v.full, v.batched))
-
-    def _gelu(self, node, op: str) -> None:
-        (name,) = [i for i in node.input if i in self.erf]
-        kind, x = self.erf[name]
-        other = [i for i in node.input if i and i != name]
-        if kind == "erf" and op == "Add" and len(other) == 1 and other[0] in self.consts and \
-                self.consts[other[0]].size == 1 and float(self.consts[other[0]]) == 1.0:
-            self.erf[node.output[0]] = ("1+erf", x)
-            return
-        if kind == "1+erf" and op == "Mul" and len(other) == 1 and other[0] in self.live:
-            v = self.live[other[0]]
-            nv = self.nodes[v.idx]
-            if v.idx == x.idx:
-                half = 2.0  # x·(1 + erf) = 2·gelu(x)
-            elif nv.op == "mul_const" and nv.inputs == (x.idx,) and nv.consts["value"].numel() == 1 and \
-                    float(nv.consts["value"]) == 0.5:
-                half = 1.0
-            else:
-                raise _Unsupported("Erf outside the GELU pattern x·½·(1 + erf(x/√2))")
-            g = _Val(self.add(node.name or node.output[0], "gelu", [x], {"approximate": "none"}), x.full, x.batched)
-            if half != 1.0:
-                g = _Val(self.add((node.name or node.output[0]) + "_x2", "mul_const", [g], {}, {"value": np.array(half)}),
-                         x.full, x.batched)
-            self.live[node.output[0]] = g
-            return
-        raise _Unsupported("Erf outside the GELU pattern x·½·(1 + erf(x/√2))")
 
     def _op(self, node, op: str, at: dict, x: _Val | None, w: str) -> _Val:
         nm = node.name or node.output[0]
@@ -357,6 +327,10 @@ def read_onnx_graph(data: bytes | str | Path, where: str | None = None, *,
         name = node.name or f"#{k}"
         if any(i in rd.poison for i in node.input if i):
             rd.poison.update(o for o in node.output if o)
+            for i in node.input:  # a pending pattern value that will never complete: name where it began
+                if i in rd.tgelu and i not in rd.poison:
+                    rd.unsupported.append((*rd.origin[i], rd.pending_trail(i)))
+                    rd.poison.add(i)
             continue
         try:
             rd.read(node, f"{where} node '{name}' ({node.op_type})")
@@ -368,12 +342,15 @@ def read_onnx_graph(data: bytes | str | Path, where: str | None = None, *,
         except (ValueError, RuntimeError, IndexError, KeyError, TypeError) as e:
             rd.unsupported.append((name, node.op_type, f"cannot read it ({type(e).__name__}: {e})"))
             rd.poison.update(o for o in node.output if o)
+    outs = [o.name for o in g.output]
+    for o in outs:
+        if o in rd.erf or o in rd.tgelu:
+            rd.unsupported.append((*rd.origin.get(o, (o, "output")), rd.pending_trail(o)))
     if rd.unsupported:
         listing = "; ".join(f"node '{n}' ({op}): {why}" for n, op, why in rd.unsupported)
         n0, op0, _ = rd.unsupported[0]
         raise UnsupportedLayerError(f"ONNX operator {op0}", f"node '{n0}' in {where}",
                                     f"{len(rd.unsupported)} node(s) without a bound rule: {listing}")
-    outs = [o.name for o in g.output]
     if len(outs) != 1:
         raise ModelFileError(f"{where}: a network has one output, the graph has {len(outs)}: {outs}")
     if outs[0] not in rd.live:

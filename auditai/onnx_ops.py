@@ -57,6 +57,8 @@ class _Builder:
         self.live: dict[str, _Val] = {}
         self.poison: set = set()
         self.erf: dict[str, tuple] = {}  # pending Erf values of the GELU pattern
+        self.tgelu: dict[str, tuple] = {}  # pending values of the tanh-GELU pattern
+        self.origin: dict[str, tuple[str, str]] = {}  # a pending value's node (name, op type)
         self.unsupported: list[tuple[str, str, str]] = []
 
     # ---------------------------------------------------------------- building blocks
