@@ -70,7 +70,8 @@ class _Reader(_GeluPatterns, _PoolOps, _Builder):
         if need is None:
             raise _Unsupported(f"cannot fold a constant {node.op_type} (the reader has no rule for the size "
                                "of its output)")
-        self.budget.charge(need, f"node '{node.name or node.output[0]}' ({node.op_type})")
+        what = f"node '{node.name or node.output[0]}' ({node.op_type})"
+        self.budget.charge(need, what, count=False)
         try:
             ins = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
                    for k, v in feeds.items()]
@@ -80,9 +81,11 @@ class _Reader(_GeluPatterns, _PoolOps, _Builder):
             outs = ReferenceEvaluator(m).run(None, feeds)
         except Exception as e:  # noqa: BLE001 - the reference code raises many kinds
             raise _Unsupported(f"cannot fold this constant node ({type(e).__name__}: {e})") from None
+        outs = [np.asarray(v) for v in outs]
+        self.budget.charge(sum(int(v.size) for v in outs), what)  # the real size (at most `need`)
         for name, val in zip([o for o in node.output if o], outs):
             if name:
-                self.consts[name] = np.asarray(val)
+                self.consts[name] = val
 
     # ---------------------------------------------------------------- one node
     def read(self, node, where: str) -> None:

@@ -80,6 +80,16 @@ def fold_elements(op: str, at: dict, ins: Sequence[np.ndarray | None], n_out: in
     total = sum(elements(s) for s in shapes)
     if op in _BROADCAST:
         return n_out * elements(_broadcast(*shapes))
+    if op.startswith("Reduce") or op in ("ArgMax", "ArgMin"):
+        s, r = list(np.shape(ins[0])), np.ndim(ins[0])
+        if op in ("ArgMax", "ArgMin"):
+            axes = [int(at.get("axis", 0))]
+        else:
+            axes = at.get("axes") or (_ints(ins[1]) if len(ins) > 1 and ins[1] is not None else [])
+        if not axes and at.get("noop_with_empty_axes", 0):
+            return elements(s)
+        axes = {int(a) % max(1, r) for a in axes} if axes else set(range(r))
+        return elements(1 if i in axes else v for i, v in enumerate(s))
     if op in _NO_GROWTH:
         return n_out * total
     x = ins[0] if ins else None
@@ -197,15 +207,17 @@ class Budget:
             raise ValueError(f"max_elements must be >= 1, got {max_elements!r}")
         self.where, self.limit, self.used = where, int(max_elements), 0
 
-    def charge(self, n: int, what: str) -> None:
-        """Count n more constant elements for `what`, or ModelFileError (nothing allocated yet)."""
+    def charge(self, n: int, what: str, count: bool = True) -> None:
+        """Count n more constant elements for `what`, or ModelFileError (nothing allocated yet);
+        count=False only checks (a predicted size, counted once the real one is known)."""
         if self.used + n > self.limit:
             raise ModelFileError(
                 f"{self.where}: {what} needs a constant of {n} elements, over the limit of "
                 f"{self.limit} constant elements in all ({self.used} used); "
                 "pass max_elements= to allow more"
             )
-        self.used += n
+        if count:
+            self.used += n
 
     def value(self, shape: Sequence[int], what: str) -> None:
         """ModelFileError if a value of this shape exceeds the limit."""

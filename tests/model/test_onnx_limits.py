@@ -120,6 +120,18 @@ def test_max_elements_is_the_documented_keyword():
     assert load_onnx_head(m.SerializeToString())(x).shape == (3, 300)  # the default allows it
 
 
+def test_the_readers_are_exported_from_the_package_with_the_keyword():
+    import auditai
+
+    assert auditai.load_onnx_graph is load_onnx_graph and auditai.load_onnx_head is load_onnx_head
+    m = _model([helper.make_node("ConstantOfShape", ["shape"], ["c"], name="cos")] + _then_add("c"),
+               [_i64("shape", [300])])
+    with pytest.raises(ModelFileError, match="cos"):
+        auditai.load_onnx_graph(m.SerializeToString(), max_elements=200)
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(auditai.load_onnx_graph(m.SerializeToString(), max_elements=400)(x), x)  # + 0
+
+
 def test_load_model_refuses_a_huge_file(tmp_path):
     m = _model([helper.make_node("ConstantOfShape", ["shape"], ["big"], name="cos")] + _then_add("big"),
                [_i64("shape", [HUGE, HUGE])])
