@@ -28,22 +28,19 @@ _BROADCAST = frozenset(
     """
     Add Sub Mul Div Pow Mod Max Min Sum Mean Where Equal Less Greater LessOrEqual
     GreaterOrEqual And Or Xor Not Neg Abs Sqrt Exp Log Relu Sigmoid Tanh Erf Floor Ceil Round
-    Sign Reciprocal Clip Cast CastLike Identity Sin Cos Tan Asin Acos Atan Sinh Cosh Asinh
-    Acosh Atanh IsNaN IsInf BitShift PRelu LeakyRelu Elu Selu Celu HardSigmoid HardSwish
-    Softplus Softsign Gelu Mish Shrink ThresholdedRelu Dropout DequantizeLinear QuantizeLinear
-    BitwiseAnd BitwiseOr BitwiseXor BitwiseNot Softmax LogSoftmax Hardmax CumSum Trilu
+    Sign Reciprocal Clip Sin Cos Tan Asin Acos Atan Sinh Cosh Asinh Acosh Atanh IsNaN IsInf
+    BitShift PRelu LeakyRelu Elu Selu Celu HardSigmoid HardSwish Softplus Softsign Gelu Mish
+    Shrink ThresholdedRelu BitwiseAnd BitwiseOr BitwiseXor BitwiseNot
     """.split()  # noqa: SIM905
 )
-# outputs together no larger than the inputs together (reshapes, selections, reductions)
-_NO_GROWTH = frozenset(
+# each output no larger than the first input (reshapes, selections, per-axis ops)
+_FIRST = frozenset(
     """
-    Reshape Flatten Squeeze Unsqueeze Transpose Slice Split Concat ReduceSum ReduceMean
-    ReduceMax ReduceMin ReduceProd ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp
-    ReduceSumSquare ArgMax ArgMin Shape Size GatherElements ScatterElements ScatterND Compress
-    TopK DepthToSpace SpaceToDepth ReverseSequence EyeLike
+    Reshape Flatten Squeeze Unsqueeze Transpose Slice Identity Cast CastLike Dropout TopK
+    DequantizeLinear QuantizeLinear Softmax LogSoftmax Hardmax CumSum Trilu DepthToSpace
+    SpaceToDepth ReverseSequence EyeLike Compress ScatterElements ScatterND
     """.split()  # noqa: SIM905
 )
-
 
 def elements(shape: Sequence[int]) -> int:
     """The element count of a shape (Python integers: no overflow); a negative size is refused."""
@@ -90,9 +87,15 @@ def fold_elements(op: str, at: dict, ins: Sequence[np.ndarray | None], n_out: in
             return elements(s)
         axes = {int(a) % max(1, r) for a in axes} if axes else set(range(r))
         return elements(1 if i in axes else v for i, v in enumerate(s))
-    if op in _NO_GROWTH:
-        return n_out * total
     x = ins[0] if ins else None
+    if op in _FIRST:
+        return n_out * elements(np.shape(x))
+    if op in ("Split", "Concat"):  # the outputs together: the input; the output: the inputs together
+        return elements(np.shape(x)) if op == "Split" else total
+    if op in ("Shape", "Size"):
+        return max(1, np.ndim(x)) if op == "Shape" else 1
+    if op == "GatherElements":
+        return elements(np.shape(ins[1]))
     if op == "ConstantOfShape":
         return elements(_ints(x))
     if op == "Expand":

@@ -181,3 +181,44 @@ def test_external_data_is_refused_and_never_read(tmp_path, monkeypatch, where):
     msg = _refused(m, "external data")
     assert not any("secret" in r for r in reads), reads
     assert "'w'" in msg or "'v'" in msg
+
+
+_A = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+FOLDS = [  # (op, inputs, attributes, number of outputs)
+    ("Reshape", [_A, np.array([4, 6])], {}, 1),
+    ("Shape", [_A], {}, 1),
+    ("ReduceSum", [_A, np.array([1])], {"keepdims": 0}, 1),
+    ("ReduceMean", [_A], {"axes": [0, 2]}, 1),
+    ("Split", [_A, np.array([1, 2])], {"axis": 1}, 2),
+    ("Concat", [_A, _A], {"axis": 0}, 1),
+    ("Gather", [_A, np.array([[0, 1], [1, 0]])], {"axis": 2}, 1),
+    ("MatMul", [np.ones((5, 1, 2, 3), np.float32), np.ones((4, 3, 6), np.float32)], {}, 1),
+    ("Tile", [_A, np.array([2, 1, 3])], {}, 1),
+    ("Expand", [np.ones((3, 1), np.float32), np.array([2, 1, 5])], {}, 1),
+    ("Range", [np.array(1.0, np.float32), np.array(9.5, np.float32), np.array(2.0, np.float32)], {}, 1),
+    ("Pad", [_A, np.array([0, 1, 2, 1, 0, 3])], {}, 1),
+    ("OneHot", [np.array([0, 2, 1]), np.array(4), np.array([0.0, 1.0], np.float32)], {}, 1),
+    ("NonZero", [_A], {}, 1),
+    ("Where", [np.array([[True], [False], [True]]), _A[0], np.float32(0)], {}, 1),
+    ("TopK", [_A, np.array([2])], {}, 2),
+    ("Gemm", [np.ones((3, 5), np.float32), np.ones((4, 5), np.float32)], {"transB": 1}, 1),
+]
+
+
+@pytest.mark.parametrize("op,ins,at,n_out", FOLDS, ids=[f[0] for f in FOLDS])
+def test_predicted_fold_sizes_bound_the_real_ones(op, ins, at, n_out):
+    """fold_elements never under-counts what the reference evaluator then makes."""
+    from onnx.reference import ReferenceEvaluator
+
+    from auditai.onnx_limits import fold_elements
+
+    names = [f"i{k}" for k in range(len(ins))]
+    outs = [f"o{k}" for k in range(n_out)]
+    node = helper.make_node(op, names, outs, **at)
+    vi = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.asarray(a).dtype), np.shape(a))
+          for n, a in zip(names, ins)]
+    m = helper.make_model(helper.make_graph([node], "f", vi, [helper.make_empty_tensor_value_info(o) for o in outs]),
+                          opset_imports=[helper.make_opsetid("", 18)])
+    real = sum(np.asarray(v).size for v in ReferenceEvaluator(m).run(None, dict(zip(names, map(np.asarray, ins)))))
+    need = fold_elements(op, at, [np.asarray(a) for a in ins], n_out)
+    assert need is not None and real <= need <= max(4 * real, 64), (need, real)
