@@ -38,7 +38,9 @@ class _PoolOps:
             raise _Unsupported(f"auto_pad={mode} with dilations {list(d)}")
         begin, end = [], []
         for n, kk, ss, dd in zip(sp, k, s, d):
-            total = max(0, (-(-n // ss) - 1) * ss + dd * (kk - 1) + 1 - n)
+            total = (-(-n // ss) - 1) * ss + dd * (kk - 1) + 1 - n
+            if total < 0:  # onnxruntime refuses it too
+                raise _Unsupported(f"auto_pad={mode} of a size {n} by kernel {kk}, stride {ss}: a negative pad")
             lo = total // 2 if mode == "SAME_UPPER" else total - total // 2
             begin.append(lo)
             end.append(total - lo)

@@ -78,6 +78,7 @@ MAXPOOLS = [
     {"kernel_shape": [2, 2], "strides": [2, 2], "auto_pad": "SAME_UPPER"},
     {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_LOWER"},
     {"kernel_shape": [4, 4], "strides": [1, 1], "auto_pad": "SAME_UPPER"},
+    {"kernel_shape": [4, 4], "strides": [3, 3], "auto_pad": "SAME_LOWER", "ceil_mode": 1},
     {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "VALID"},
 ]
 
@@ -97,6 +98,7 @@ AVGPOOLS = [
     {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [0, 1, 2, 0], "count_include_pad": 1},
     {"kernel_shape": [2, 2], "strides": [2, 2], "auto_pad": "SAME_UPPER"},
     {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_LOWER", "count_include_pad": 1},
+    {"kernel_shape": [2, 2], "strides": [3, 3], "auto_pad": "SAME_UPPER", "ceil_mode": 1},
 ]
 
 
@@ -138,6 +140,9 @@ def test_torch_pools_with_ceil_mode_export():
 def test_pools_it_cannot_read_are_refused_by_node():
     with pytest.raises(UnsupportedLayerError, match=r"node 'pool' \(MaxPool\).*dilations"):
         load_onnx_graph(_net("MaxPool", kernel_shape=[2, 2], strides=[2, 2], dilations=[2, 2], pads=[0, 0, 1, 1]))
+    with pytest.raises(UnsupportedLayerError, match=r"node 'pool' \(AveragePool\).*a negative pad"):
+        load_onnx_graph(_net("AveragePool", in_shape=(2, 8, 6), kernel_shape=[2, 2], strides=[3, 3],
+                             auto_pad="SAME_UPPER"))  # 8 → 3 windows of 2 need a pad of -1
     with pytest.raises(UnsupportedLayerError, match=r"node 'conv' \(Conv\).*SAME_UPPER with dilations"):
         load_onnx_graph(_net("Conv", conv=True, kernel_shape=[3, 3], auto_pad="SAME_UPPER", dilations=[2, 2]))
     with pytest.raises(UnsupportedLayerError, match=r"node 'pool' \(MaxPool\).*entirely in the padding"):
