@@ -98,6 +98,18 @@ def test_a_live_value_expanded_or_padded_to_a_huge_shape():
                 helper.make_node("Resize", ["x4", "", "", "sizes"], ["y"], name="live_resize")],
                [_i64("s", [1, 1, 2, 2]), _i64("sizes", [1, 1, HUGE, HUGE])])
     _refused(m, "live_resize", str(HUGE * HUGE))
+    m = _model([helper.make_node("Reshape", ["x", "s"], ["x4"], name="r"),
+                helper.make_node("ConvTranspose", ["x4", "w"], ["y"], name="live_convt", strides=[HUGE, HUGE])],
+               [_i64("s", [1, 1, 2, 2]), _f32("w", np.ones((1, 1, 2, 2)))])
+    _refused(m, "live_convt", "conv_transpose")
+
+
+def test_a_sparse_constant_declaring_a_huge_dense_shape():
+    values = _f32("v", [1.0])
+    sparse = helper.make_sparse_tensor(values, _i64("i", [[0, 0]]), [HUGE, HUGE])
+    m = _model([helper.make_node("Constant", [], ["big"], name="sparse_const", sparse_value=sparse)]
+               + _then_add("big"), [])
+    _refused(m, "node 'sparse_const' (Constant)", str(HUGE * HUGE))
 
 
 def test_an_initializer_or_an_input_declaring_a_huge_shape():
