@@ -22,6 +22,8 @@ _EXPORTS = {
     "save_model": "auditai.model",
     "load_model": "auditai.model",
     "load_data": "auditai.data",
+    "load_onnx_graph": "auditai.onnx_graph",
+    "load_onnx_head": "auditai.onnx_io",
     "invert": "auditai.inversion",
     "Inversion": "auditai.inversion",
     "SpecSheet": "auditai.sheet",

@@ -14,13 +14,18 @@ pads incl. asymmetric, output_padding, group, dilations), BatchNormalization (ev
 epsilon), Add/Sub/Mul/Div by constants of any broadcast shape, Add/Sub/Sum of two branches, Neg,
 Concat, Slice, Split, Gather by constant indices, Reshape, Flatten, Transpose, Squeeze/Unsqueeze
 (attribute or input axes), Identity, Dropout (inference), Cast to float, Pad (constant),
-AveragePool, GlobalAveragePool, ReduceMean/ReduceSum, MaxPool, Resize/Upsample (nearest by whole
+AveragePool and MaxPool (any pads, ceil_mode, auto_pad: `auditai.onnx_pool`), Conv auto_pad,
+GlobalAveragePool, ReduceMean/ReduceSum, Resize/Upsample (nearest by whole
 factors, linear/bilinear), Relu, LeakyRelu, Tanh, Sigmoid, Clip, Max/Min with a scalar, Gelu and
-its erf pattern, Softplus, Elu; Shape/Size of live values (their batch-1 shapes).
+its erf and tanh patterns (`auditai.onnx_gelu`), Softplus, Elu; Shape/Size of live values (their batch-1 shapes).
 
 Constants and subgraphs of constants are folded with `onnx.reference.ReferenceEvaluator` (the
 standard ops' own reference code; nothing from the file is run). Every node without a rule is
 collected and reported in one UnsupportedLayerError naming each node and its op type.
+
+Files are untrusted (`auditai.onnx_limits`): constants together and each value are capped at
+``max_elements`` (2^28 by default), checked from shapes before anything is allocated, and
+tensors with external data are refused (no path named by the file is opened).
 """
 
 from __future__ import annotations
@@ -32,13 +37,22 @@ import numpy as np
 
 from auditai.bounds.graph import Graph, GraphModule, Node
 from auditai.errors import ModelFileError, UnsupportedLayerError
+from auditai.onnx_gelu import _GeluPatterns
+from auditai.onnx_limits import (
+    MAX_ELEMENTS,
+    attribute_elements,
+    elements,
+    fold_elements,
+    refuse_external,
+)
 from auditai.onnx_ops import _attrs, _Builder, _Unsupported, _Val
+from auditai.onnx_pool import _PoolOps
 
 _ACT = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid"}
 _PASS = {"Identity", "Dropout"}
 
 
-class _Reader(_Builder):
+class _Reader(_GeluPatterns, _PoolOps, _Builder):
     """Reads ONNX nodes in order: folds constants, maps each live node to IR nodes."""
 
     # ---------------------------------------------------------------- constant folding
@@ -47,6 +61,17 @@ class _Reader(_Builder):
         from onnx.reference import ReferenceEvaluator
 
         feeds = {i: np.asarray(self.consts[i]) for i in node.input if i}
+        outs_n = len([o for o in node.output if o])
+        try:  # the outputs' size from the inputs' shapes and values, before anything is evaluated
+            need = attribute_elements(_attrs(node)) if node.op_type == "Constant" else \
+                fold_elements(node.op_type, _attrs(node), [feeds.get(i) for i in node.input], outs_n)
+        except (ValueError, TypeError, IndexError, OverflowError) as e:
+            raise _Unsupported(f"cannot fold this constant node ({type(e).__name__}: {e})") from None
+        if need is None:
+            raise _Unsupported(f"cannot fold a constant {node.op_type} (the reader has no rule for the size "
+                               "of its output)")
+        what = f"node '{node.name or node.output[0]}' ({node.op_type})"
+        self.budget.charge(need, what, count=False)
         try:
             ins = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
                    for k, v in feeds.items()]
@@ -56,9 +81,11 @@ class _Reader(_Builder):
             outs = ReferenceEvaluator(m).run(None, feeds)
         except Exception as e:  # noqa: BLE001 - the reference code raises many kinds
             raise _Unsupported(f"cannot fold this constant node ({type(e).__name__}: {e})") from None
+        outs = [np.asarray(v) for v in outs]
+        self.budget.charge(sum(int(v.size) for v in outs), what)  # the real size (at most `need`)
         for name, val in zip([o for o in node.output if o], outs):
             if name:
-                self.consts[name] = np.asarray(val)
+                self.consts[name] = val
 
     # ---------------------------------------------------------------- one node
     def read(self, node, where: str) -> None:
@@ -71,8 +98,13 @@ class _Reader(_Builder):
         if any(i in self.erf for i in node.input):
             self._gelu(node, op)
             return
+        if any(i in self.tgelu for i in node.input):
+            self._tanh_gelu(node, op)
+            return
         if op == "Erf":
             self._erf(node)
+            return
+        if self._tanh_gelu_start(node, op):
             return
         live_in = [i for i in node.input if i in self.live]
         if op in ("Shape", "Size") and live_in:
@@ -89,42 +121,6 @@ class _Reader(_Builder):
         x = self.live.get(node.input[0])
         out = self._op(node, op, at, x, where)
         self.live[node.output[0]] = out
-
-    # ---------------------------------------------------------------- GELU as x·½·(1 + erf(x/√2))
-    def _erf(self, node) -> None:
-        """Erf of x/√2 (a Div or Mul by a constant): kept pending until the GELU pattern completes."""
-        v = self.live.get(node.input[0])
-        n = self.nodes[v.idx] if v is not None else None
-        if n is None or n.op != "mul_const" or n.consts["value"].numel() != 1 or \
-                abs(float(n.consts["value"]) * math.sqrt(2.0) - 1.0) > 1e-6:
-            raise _Unsupported("Erf outside the GELU pattern x·½·(1 + erf(x/√2))")
-        self.erf[node.output[0]] = ("erf", _Val(n.inputs[0], v.full, v.batched))
-
-    def _gelu(self, node, op: str) -> None:
-        (name,) = [i for i in node.input if i in self.erf]
-        kind, x = self.erf[name]
-        other = [i for i in node.input if i and i != name]
-        if kind == "erf" and op == "Add" and len(other) == 1 and other[0] in self.consts and \
-                self.consts[other[0]].size == 1 and float(self.consts[other[0]]) == 1.0:
-            self.erf[node.output[0]] = ("1+erf", x)
-            return
-        if kind == "1+erf" and op == "Mul" and len(other) == 1 and other[0] in self.live:
-            v = self.live[other[0]]
-            nv = self.nodes[v.idx]
-            if v.idx == x.idx:
-                half = 2.0  # x·(1 + erf) = 2·gelu(x)
-            elif nv.op == "mul_const" and nv.inputs == (x.idx,) and nv.consts["value"].numel() == 1 and \
-                    float(nv.consts["value"]) == 0.5:
-                half = 1.0
-            else:
-                raise _Unsupported("Erf outside the GELU pattern x·½·(1 + erf(x/√2))")
-            g = _Val(self.add(node.name or node.output[0], "gelu", [x], {"approximate": "none"}), x.full, x.batched)
-            if half != 1.0:
-                g = _Val(self.add((node.name or node.output[0]) + "_x2", "mul_const", [g], {}, {"value": np.array(half)}),
-                         x.full, x.batched)
-            self.live[node.output[0]] = g
-            return
-        raise _Unsupported("Erf outside the GELU pattern x·½·(1 + erf(x/√2))")
 
     def _op(self, node, op: str, at: dict, x: _Val | None, w: str) -> _Val:
         nm = node.name or node.output[0]
@@ -282,14 +278,17 @@ def _parse(data: bytes, where: str):
         raise ModelFileError(f"{where}: not a readable ONNX file (truncated or corrupt?): {e}") from None
     if not model.graph.node:
         raise ModelFileError(f"{where}: the ONNX graph has no nodes (truncated or corrupt?)")
-    for init in model.graph.initializer:
-        if init.data_location == onnx.TensorProto.EXTERNAL:
-            raise ModelFileError(f"{where}: initializer {init.name!r} uses external data; save the ONNX file with its weights inside")
+    refuse_external(model, where)
     return model
 
 
-def read_onnx_graph(data: bytes | str | Path, where: str | None = None) -> Graph:
-    """The graph IR of an ONNX network (per sample; input shape from the graph's declared input)."""
+def read_onnx_graph(data: bytes | str | Path, where: str | None = None, *,
+                    max_elements: int = MAX_ELEMENTS) -> Graph:
+    """The graph IR of an ONNX network (per sample; input shape from the graph's declared input).
+
+    max_elements caps the constants held together and each value (`auditai.onnx_limits`):
+    a file asking for more is refused with a ModelFileError before anything of that size exists.
+    """
     from onnx import numpy_helper
 
     from auditai.bounds.trace import _prune
@@ -300,9 +299,13 @@ def read_onnx_graph(data: bytes | str | Path, where: str | None = None) -> Graph
     where = where or "<onnx>"
     model = _parse(data, where)
     g = model.graph
-    rd = _Reader(where, _opset(model))
+    rd = _Reader(where, _opset(model), max_elements)
     for t in g.initializer:
-        rd.consts[t.name] = numpy_helper.to_array(t)
+        rd.budget.charge(elements(t.dims), f"initializer {t.name!r} of shape {list(t.dims)}")
+        try:
+            rd.consts[t.name] = numpy_helper.to_array(t)
+        except (ValueError, TypeError) as e:
+            raise ModelFileError(f"{where}: initializer {t.name!r} cannot be read ({e})") from None
     inputs = [i for i in g.input if i.name not in rd.consts]
     if len(inputs) != 1:
         raise ModelFileError(f"{where}: a network has one input, the graph has {len(inputs)}: {[i.name for i in inputs]}")
@@ -318,6 +321,7 @@ def read_onnx_graph(data: bytes | str | Path, where: str | None = None) -> Graph
                                  f"({d.dim_param or '?'}); only the batch axis (0) may be symbolic")
     if not full:
         raise ModelFileError(f"{where}: input {inputs[0].name!r} declares no shape")
+    rd.budget.value(full, f"input {inputs[0].name!r}")
     batched = len(full) > 1 and full[0] == 1
     ir = tuple(full[1:]) if batched else tuple(full)
     rd.nodes.append(Node("input", "input", (), {}, {}, ir, inputs[0].name))
@@ -326,21 +330,30 @@ def read_onnx_graph(data: bytes | str | Path, where: str | None = None) -> Graph
         name = node.name or f"#{k}"
         if any(i in rd.poison for i in node.input if i):
             rd.poison.update(o for o in node.output if o)
+            for i in node.input:  # a pending pattern value that will never complete: name where it began
+                if i in rd.tgelu and i not in rd.poison:
+                    rd.unsupported.append((*rd.origin[i], rd.pending_trail(i)))
+                    rd.poison.add(i)
             continue
         try:
             rd.read(node, f"{where} node '{name}' ({node.op_type})")
+        except ModelFileError:
+            raise
         except _Unsupported as why:
             rd.unsupported.append((name, node.op_type, str(why)))
             rd.poison.update(o for o in node.output if o)
         except (ValueError, RuntimeError, IndexError, KeyError, TypeError) as e:
             rd.unsupported.append((name, node.op_type, f"cannot read it ({type(e).__name__}: {e})"))
             rd.poison.update(o for o in node.output if o)
+    outs = [o.name for o in g.output]
+    for o in outs:
+        if o in rd.erf or o in rd.tgelu:
+            rd.unsupported.append((*rd.origin.get(o, (o, "output")), rd.pending_trail(o)))
     if rd.unsupported:
         listing = "; ".join(f"node '{n}' ({op}): {why}" for n, op, why in rd.unsupported)
         n0, op0, _ = rd.unsupported[0]
         raise UnsupportedLayerError(f"ONNX operator {op0}", f"node '{n0}' in {where}",
                                     f"{len(rd.unsupported)} node(s) without a bound rule: {listing}")
-    outs = [o.name for o in g.output]
     if len(outs) != 1:
         raise ModelFileError(f"{where}: a network has one output, the graph has {len(outs)}: {outs}")
     if outs[0] not in rd.live:
@@ -351,9 +364,13 @@ def read_onnx_graph(data: bytes | str | Path, where: str | None = None) -> Graph
     return simplify(_prune(Graph(rd.nodes, out.idx)))
 
 
-def load_onnx_graph(data: bytes | str | Path, where: str | None = None) -> GraphModule:
-    """The ONNX network as a GraphModule (inputs of the graph's declared per-sample shape); runs no code."""
-    return GraphModule(read_onnx_graph(data, where)).eval()
+def load_onnx_graph(data: bytes | str | Path, where: str | None = None, *,
+                    max_elements: int = MAX_ELEMENTS) -> GraphModule:
+    """The ONNX network as a GraphModule (inputs of the graph's declared per-sample shape); runs no code.
+
+    max_elements: the size limit of `read_onnx_graph`.
+    """
+    return GraphModule(read_onnx_graph(data, where, max_elements=max_elements)).eval()
 
 
 __all__ = ["load_onnx_graph", "read_onnx_graph"]

@@ -30,19 +30,23 @@ IR_VERSION = 8
 
 
 # =========================================================================== import
-def load_onnx_head(data: bytes | str | Path, where: str | None = None) -> nn.Module:
+def load_onnx_head(data: bytes | str | Path, where: str | None = None, *,
+                   max_elements: int | None = None) -> nn.Module:
     """A head (eval mode) from an ONNX file's bytes or path, read into the graph IR; runs no code.
 
     The head takes flat codes (N×d, d the product of the graph's declared per-sample input shape)
     and returns N×m scores; `auditai.onnx_graph.load_onnx_graph` keeps the declared shapes.
-    Raises ModelFileError for a corrupt file, UnsupportedLayerError listing every node without a
-    bound rule (its name and op type).
+    Raises ModelFileError for a corrupt file or one asking for more than max_elements (default
+    `auditai.onnx_limits.MAX_ELEMENTS`, 2^28) constant elements, UnsupportedLayerError listing every
+    node without a bound rule (its name and op type).
     """
     from auditai.bounds.graph import GraphModule
     from auditai.onnx_graph import read_onnx_graph
+    from auditai.onnx_limits import MAX_ELEMENTS
     from auditai.onnx_passes import flat_head
 
-    gm = GraphModule(flat_head(read_onnx_graph(data, where))).eval()
+    limit = MAX_ELEMENTS if max_elements is None else max_elements
+    gm = GraphModule(flat_head(read_onnx_graph(data, where, max_elements=limit))).eval()
     # its weights as (frozen) parameters, so code that takes a head's dtype and device from its
     # parameters (the attack, AuditModel) sees them; the graph reads them by name either way
     for name, t in list(gm.named_buffers()):

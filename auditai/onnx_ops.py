@@ -2,7 +2,8 @@
 
 `_Builder` appends IR nodes (each node's shape from running it once on zeros), converts live values
 between the batched and unbatched forms, and turns the ONNX op families (arithmetic with constants,
-Gemm/MatMul, Conv/ConvTranspose, Pad, pooling, Concat, Slice/Split/Gather, Resize) into IR nodes.
+Gemm/MatMul, Conv/ConvTranspose, Pad, Concat, Slice/Split/Gather, Resize) into IR nodes; pooling
+and auto_pad are in `auditai.onnx_pool`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from auditai.bounds.graph import Node, apply
+from auditai.onnx_limits import MAX_ELEMENTS, MAX_GATHER, Budget
 
 
 class _Unsupported(Exception):
@@ -47,13 +49,16 @@ def _attrs(node) -> dict[str, Any]:
 class _Builder:
     """IR nodes from ONNX values: the building blocks and the op families."""
 
-    def __init__(self, where: str, opset: int) -> None:
+    def __init__(self, where: str, opset: int, max_elements: int = MAX_ELEMENTS) -> None:
         self.where, self.opset = where, opset
+        self.budget = Budget(where, max_elements)
         self.nodes: list[Node] = []
         self.consts: dict[str, np.ndarray] = {}
         self.live: dict[str, _Val] = {}
         self.poison: set = set()
         self.erf: dict[str, tuple] = {}  # pending Erf values of the GELU pattern
+        self.tgelu: dict[str, tuple] = {}  # pending values of the tanh-GELU pattern
+        self.origin: dict[str, tuple[str, str]] = {}  # a pending value's node (name, op type)
         self.unsupported: list[tuple[str, str, str]] = []
 
     # ---------------------------------------------------------------- building blocks
@@ -62,9 +67,13 @@ class _Builder:
         cs = {k: (torch.as_tensor(np.ascontiguousarray(v)).float() if isinstance(v, np.ndarray) else v)
               for k, v in (consts or {}).items()}
         n = Node(name, op, tuple(v.idx for v in ins), attrs or {}, cs, (), where or name)
+        # the output shape on the meta device: nothing of the output's size is allocated before the check
+        meta = Node(name, op, n.inputs, n.attrs, {k: (v.to("meta") if isinstance(v, torch.Tensor) else v)
+                                                  for k, v in cs.items()}, (), n.where)
         with torch.no_grad():
-            y = apply(n, *[torch.zeros(1, *v.ir) for v in ins])
+            y = apply(meta, *[torch.empty(1, *v.ir, device="meta") for v in ins])
         n.shape = tuple(int(s) for s in y.shape[1:])
+        self.budget.value(n.shape, f"node '{name}' ({op})")
         self.nodes.append(n)
         return len(self.nodes) - 1
 
@@ -152,6 +161,7 @@ class _Builder:
             return x
         x = self.reshape(self.unbatched(x), (1,) * (len(out) - len(x.full)) + x.full, False)
         if x.full != tuple(out):
+            self.budget.value(out, f"node '{nm}' (broadcast)")
             x = _Val(self.add(nm + "_expand", "mul_const", [x], {}, {"value": np.ones(out)}, w), out, False)
         return x
 
@@ -203,19 +213,22 @@ class _Builder:
     def _conv(self, node, op: str, at: dict, x: _Val, nm: str, w: str) -> _Val:
         wt = self.const(node.input[1]).astype(np.float64)
         nd = wt.ndim - 2
-        if at.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-            raise _Unsupported(f"auto_pad={at['auto_pad']}; export with explicit pads")
+        if op == "ConvTranspose" and at.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+            raise _Unsupported(f"ConvTranspose with auto_pad={at['auto_pad']}; export with explicit pads")
         if "output_shape" in at:
             raise _Unsupported("ConvTranspose with output_shape; export with pads and output_padding")
         x = self.batched(x)
-        pads = list(at.get("pads", [0] * 2 * nd))
+        if len(x.full) != 2 + nd:
+            raise _Unsupported(f"a {nd}-D {op} of a value of shape {list(x.full)}")
+        strides, dil = list(at.get("strides", [1] * nd)), list(at.get("dilations", [1] * nd))
+        pads = self._auto_pads(at, x.full[2:], list(wt.shape[2:]), strides, dil)
         begin, end = pads[:nd], pads[nd:]
         sym = begin == end
         if not sym and op == "Conv":
             x = self._pad_ir(x, begin, end, nm + "_pad", w)
             begin = [0] * nd
-        attrs = {"stride": list(at.get("strides", [1] * nd)), "padding": begin if sym or op == "Conv" else [0] * nd,
-                 "dilation": list(at.get("dilations", [1] * nd)), "groups": int(at.get("group", 1))}
+        attrs = {"stride": strides, "padding": begin if sym or op == "Conv" else [0] * nd,
+                 "dilation": dil, "groups": int(at.get("group", 1))}
         consts = {"weight": wt}
         b = self.opt_const(node, 2)
         if b is not None:
@@ -264,42 +277,6 @@ class _Builder:
         first = off
         return self._pad_ir(x, begin[first:], end[first:], nm, w, value)
 
-    def _pool(self, node, op: str, at: dict, x: _Val, nm: str, w: str) -> _Val:
-        if len([o for o in node.output if o]) > 1:
-            raise _Unsupported("MaxPool with its indices output")
-        if at.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-            raise _Unsupported(f"auto_pad={at['auto_pad']}; export with explicit pads")
-        if at.get("ceil_mode", 0):
-            raise _Unsupported("ceil_mode=1")
-        k = list(at["kernel_shape"])
-        nd = len(k)
-        if nd not in (1, 2):
-            raise _Unsupported(f"pooling over {nd} spatial dims")
-        x = self.batched(x)
-        pads = list(at.get("pads", [0] * 2 * nd))
-        begin, end = pads[:nd], pads[nd:]
-        attrs: dict[str, Any] = {"kernel": k, "stride": list(at.get("strides", [1] * nd))}
-        if op == "MaxPool":
-            if begin != end:
-                raise _Unsupported(f"MaxPool with asymmetric pads {pads}")
-            if at.get("storage_order", 0):
-                raise _Unsupported("MaxPool with storage_order=1")
-            attrs.update(padding=begin, dilation=list(at.get("dilations", [1] * nd)))
-            kind = "maxpool"
-        else:
-            if any(d != 1 for d in at.get("dilations", [1] * nd)):
-                raise _Unsupported("AveragePool with dilations")
-            include = bool(at.get("count_include_pad", 0))
-            if begin != end:
-                if not include:
-                    raise _Unsupported(f"AveragePool with asymmetric pads {pads} and count_include_pad=0")
-                x = self._pad_ir(x, begin, end, nm + "_pad", w)
-                begin = [0] * nd
-            attrs.update(padding=begin, count_include_pad=include or not any(begin), divisor=None)
-            kind = "avgpool"
-        idx = self.add(nm, kind, [x], attrs, {}, w)
-        return _Val(idx, (1,) + self.nodes[idx].shape, True)
-
     def _concat(self, node, at: dict, nm: str, w: str) -> _Val:
         names = [i for i in node.input if i]
         like = next(self.live[i] for i in names if i in self.live)
@@ -331,6 +308,8 @@ class _Builder:
         if op == "Gather":
             a = int(at.get("axis", 0)) % r
             ind = self.const(node.input[1]).astype(np.int64)
+            if ind.size > MAX_GATHER:
+                raise _Unsupported(f"a Gather of {ind.size} indices from a value (at most {MAX_GATHER})")
             pieces = [self._slice(x, a, int(i) % x.full[a], 1, 1, f"{nm}_{j}", w) for j, i in enumerate(ind.reshape(-1))]
             v = pieces[0] if len(pieces) == 1 else None
             if v is None:
