@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from auditai.errors import ModelFileError
+from auditai.errors import InputError, ModelFileError
 
 MAX_ELEMENTS = 2**28
 MAX_GATHER = 4096  # constant indices of one Gather from a value (each becomes an IR node)
@@ -46,7 +46,7 @@ def elements(shape: Sequence[int]) -> int:
     """The element count of a shape (Python integers: no overflow); a negative size is refused."""
     shape = [int(s) for s in shape]
     if any(s < 0 for s in shape):
-        raise ValueError(f"a negative size in shape {list(shape)}")
+        raise ModelFileError(f"a negative size in shape {list(shape)}")
     return math.prod(shape)
 
 
@@ -59,7 +59,7 @@ def _broadcast(*shapes: Sequence[int]) -> list[int]:
             d = int(d)
             if d != 1:
                 if out[k] not in (1, d):
-                    raise ValueError(f"shapes {[list(x) for x in shapes]} do not broadcast")
+                    raise ModelFileError(f"shapes {[list(x) for x in shapes]} do not broadcast")
                 out[k] = d
     return out
 
@@ -103,12 +103,12 @@ def fold_elements(op: str, at: dict, ins: Sequence[np.ndarray | None], n_out: in
     if op == "Tile":
         reps = _ints(ins[1])
         if len(reps) != np.ndim(x):
-            raise ValueError(f"Tile of rank {np.ndim(x)} by {len(reps)} repeats")
+            raise ModelFileError(f"Tile of rank {np.ndim(x)} by {len(reps)} repeats")
         return elements(s * r for s, r in zip(np.shape(x), reps))
     if op == "Range":
         start, limit, delta = (float(np.asarray(a).reshape(-1)[0]) for a in ins[:3])
         if delta == 0 or not all(map(math.isfinite, (start, limit, delta))):
-            raise ValueError(f"Range({start}, {limit}, {delta})")
+            raise ModelFileError(f"Range({start}, {limit}, {delta})")
         return max(0, math.ceil((limit - start) / delta))
     if op == "Pad":
         pads = (
@@ -207,7 +207,7 @@ class Budget:
 
     def __init__(self, where: str, max_elements: int = MAX_ELEMENTS) -> None:
         if int(max_elements) < 1:
-            raise ValueError(f"max_elements must be >= 1, got {max_elements!r}")
+            raise InputError(f"max_elements must be >= 1, got {max_elements!r}")
         self.where, self.limit, self.used = where, int(max_elements), 0
 
     def charge(self, n: int, what: str, count: bool = True) -> None:
