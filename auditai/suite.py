@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from auditai.errors import SuiteError
 
 SPECS = ("label", "prediction", "binary", "band")
-METHODS = ("ibp", "crown-ibp", "crown", "complete")
+METHODS = ("ibp", "crown-ibp", "crown", "alpha-crown", "complete")
 NORMS = ("inf", "2", "1")
 SET_KEYS = ("direction", "dims", "basis")
 THRESHOLD_KEYS = ("max_verified_error", "min_verified_accuracy")

@@ -39,7 +39,7 @@ from auditai.errors import AuditaiError, UnsupportedLayerError
 from auditai.latent import LatentSet, norm_name
 from auditai.spec import make_spec
 
-VERIFY_METHODS = ("ibp", "crown-ibp", "crown", "complete")
+VERIFY_METHODS = ("ibp", "crown-ibp", "crown", "alpha-crown", "complete")
 _BYTES_PER_UNIT = 8 * 6  # float64 coefficient tensors, a few live at once
 # Rounding margin of auto_LiRPA's float64 bounds for a head outside our layers (no per-layer
 # magnitudes to derive one from): 2^-20 relative, about 10^10 times float64's unit roundoff.
@@ -142,7 +142,8 @@ def _chunk_rows(chunk_size: int | None, memory_budget: int | None, m: int, width
 class _Bounder:
     """Certified lower margins (rows × m, minus tolerance) for rows of (z0, ε), chunked."""
 
-    def __init__(self, h64, basis, p, method, engine, chunk, ops):
+    def __init__(self, h64, basis, p, method, engine, chunk, ops, alpha_options=None):
+        self.alpha_options = alpha_options
         self.h64, self.basis, self.p, self.method, self.engine, self.chunk = h64, basis, p, method, engine, chunk
         # an UnsupportedLayerError instead of a list: a head only auto_LiRPA bounds (_head_ops)
         self.ops = None if isinstance(ops, UnsupportedLayerError) else ops
@@ -168,7 +169,8 @@ class _Bounder:
     def _lower(self, s: LatentSet, C: Tensor) -> Tensor:
         """The engine's lower bound; auto_LiRPA's refusals become an error naming the head."""
         try:
-            return bound(self.h64, s, C, method=self.method, bound_upper=False, engine=self.engine)[0]
+            return bound(self.h64, s, C, method=self.method, bound_upper=False, engine=self.engine,
+                         alpha_options=self.alpha_options)[0]
         except AuditaiError:
             raise
         except Exception as e:  # auto_LiRPA's own refusals (NotImplementedError, ...)
@@ -270,6 +272,7 @@ def verify(
     attack_steps: int = 20,
     attack_restarts: int = 2,
     seed: int = 0,
+    alpha_options: dict | None = None,
 ) -> VerificationResult:
     """Verify the spec for every sample over the set `latent.make(z0, ε)` for each ε in `eps`.
 
@@ -277,12 +280,14 @@ def verify(
         head: f_d (Z → Y). z0: N×d codes. labels: N class indices (None for spec 'prediction',
             'band' and sign-of-z0 'binary'). latent: a set kind (Dims, Direction, Basis).
         eps: list of radii. spec: label | prediction | binary | band (output_index, tau).
-        method: ibp | crown-ibp | crown | complete.
+        method: ibp | crown-ibp | crown | alpha-crown | complete.
         attack: run latent PGD on the unknown rows. radius: compute certified radii by bisection
             up to `max_radius` (default max(eps)) to within `radius_tol` (default max_radius/1000);
             exact (ExactLine) for method='complete' with k = 1 on a piecewise-linear head.
         memory_budget / chunk_size: rows per engine call (results do not depend on it).
         split_budget: cubes per row for branch and bound (method='complete', k ≤ 3).
+        alpha_options: α-CROWN options (iterations, lr, lr_decay, early_stop, share_rows,
+            optimize_intermediate; `auditai.bounds.alpha.AlphaOptions`) for method 'alpha-crown'.
     """
     t_start = time.perf_counter()
     m_key = str(method).strip().lower()
@@ -322,7 +327,7 @@ def verify(
     widths = [max(t.shape) for t in h64.parameters() if t.dim()] if foreign else [op.width for op in ops]
     width = max(widths + [C.shape[2]])
     chunk = _chunk_rows(chunk_size, memory_budget, m, width)
-    bnd = _Bounder(h64, B, p, bmethod, engine, chunk, ops)
+    bnd = _Bounder(h64, B, p, bmethod, engine, chunk, ops, alpha_options)
     z = base.z0
     gen = torch.Generator().manual_seed(seed)
 
@@ -341,7 +346,7 @@ def verify(
     V[clean_bad] = -1
     cex_delta = torch.zeros(n, Ec, k, dtype=torch.float64, device=dev)  # counterexample δ per cell
     checked = torch.zeros(n, Ec, dtype=torch.bool, device=dev)  # endpoints ±ε already checked
-    if m_key in ("crown", "complete") and (attack or complete):
+    if m_key in ("crown", "alpha-crown", "complete") and (attack or complete):
         # where a bound row costs far more than a forward pass, falsify first: the endpoints ±ε of
         # the largest ε, then of the next smaller ε for the samples falsified there, … (float64
         # checks); the bound pass then skips every ε a counterexample already falsifies.

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model file or package.module:attribute (overrides the suite's)")
     parser.add_argument("--data", help="data file, image folder or package.module:attribute (overrides the suite's)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--method", help="default method: ibp, crown-ibp, crown or complete")
+    parser.add_argument("--method", help="default method: ibp, crown-ibp, crown, alpha-crown or complete")
     parser.add_argument("--engine", default=None, choices=("auditai", "auto_lirpa"),
                         help="auditai (default) or auto_lirpa (for heads with layers ours rejects); "
                              "overrides the suite's `engine:`")
