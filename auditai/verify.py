@@ -18,7 +18,9 @@ gives each sample and ε a verdict:
 Sets are nested in ε, so a verified ε makes every smaller ε verified and a counterexample δ
 falsifies every ε ≥ ‖δ‖_p: verdicts are made monotone that way (both sound).
 method="complete" decides more: for one direction (k = 1) on a piecewise-linear head by exact
-enumeration of the linear pieces (ExactLine), otherwise (k ≤ 3) by branch and bound over δ.
+enumeration of the linear pieces (ExactLine), otherwise (k ≤ 8) by branch and bound over δ (cubes
+split on every axis for k ≤ 3, boxes split on their most influential axis beyond), within
+`split_budget` pieces per cell and `max_time` seconds; `notes` says what was left unknown and why.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ class VerificationResult:
     time_s: float = 0.0
     device: str = "cpu"
     engine: str = "auditai"
+    notes: list = field(default_factory=list)  # e.g. why cells stayed unknown (complete's budgets)
 
     def worst_counterexample(self, eps_index: int) -> Counterexample | None:
         """The counterexample with the most negative margin at ε index `eps_index` (None if none)."""
@@ -94,7 +97,7 @@ class VerificationResult:
             k: getattr(self, k)
             for k in ("eps", "method", "spec", "set_description", "norm", "n", "clean_error",
                       "verified_error", "falsified_fraction", "unknown_fraction", "max_radius",
-                      "time_s", "device", "engine")
+                      "time_s", "device", "engine", "notes")
         }
         d["verdicts"] = self.verdicts.to(torch.int64).tolist()
         d["certified_radius"] = None if self.certified_radius is None else self.certified_radius.tolist()
@@ -273,6 +276,8 @@ def verify(
     attack_restarts: int = 2,
     seed: int = 0,
     alpha_options: dict | None = None,
+    max_time: float | None = None,
+    split_method: str = "crown-ibp",
 ) -> VerificationResult:
     """Verify the spec for every sample over the set `latent.make(z0, ε)` for each ε in `eps`.
 
@@ -285,7 +290,10 @@ def verify(
             up to `max_radius` (default max(eps)) to within `radius_tol` (default max_radius/1000);
             exact (ExactLine) for method='complete' with k = 1 on a piecewise-linear head.
         memory_budget / chunk_size: rows per engine call (results do not depend on it).
-        split_budget: cubes per row for branch and bound (method='complete', k ≤ 3).
+        split_budget: pieces per row for branch and bound (method='complete' where ExactLine does
+            not apply, k ≤ 8). max_time: seconds for that branch and bound (None: no limit);
+            rows still open then stay unknown and `notes` says how many. split_method: the
+            bound on each piece (crown-ibp, crown or alpha-crown).
         alpha_options: α-CROWN options (iterations, lr, lr_decay, early_stop, share_rows,
             optimize_intermediate; `auditai.bounds.alpha.AlphaOptions`) for method 'alpha-crown'.
     """
@@ -315,10 +323,13 @@ def verify(
     ops = _head_ops(h64, engine, base.d)
     foreign = isinstance(ops, UnsupportedLayerError)
     pl = not foreign and is_piecewise_linear(h64, (base.d,))
-    if complete and k > 3:
-        raise ValueError(f"method 'complete' needs a set of k ≤ 3 directions; this set has k = {k}")
+    if complete and k > 8:
+        raise ValueError(f"method 'complete' needs a set of k ≤ 8 directions; this set has k = {k}")
+    if max_time is not None and not (isinstance(max_time, (int, float)) and max_time > 0):
+        raise ValueError(f"max_time must be a number of seconds > 0, got {max_time!r}")
+    notes: list[str] = []
     use_line = complete and k == 1 and pl
-    bmethod = "crown-ibp" if complete else m_key
+    bmethod = split_method if complete else m_key
     if max_radius is None:
         max_radius = max(eps_l) if max(eps_l) > 0 else 1.0
     max_radius = float(max_radius)
@@ -423,7 +434,16 @@ def verify(
                 ni2, ei2 = ni[still], ei[still]
                 if ni2.numel():
                     sr = branch_and_bound(h64, z[ni2], B, eps_t[ei2].contiguous(), p, C[ni2], d[ni2],
-                                          method="crown-ibp", budget=split_budget, chunk=chunk)
+                                          method=split_method, budget=split_budget, chunk=chunk,
+                                          max_time=max_time, alpha_options=alpha_options)
+                    n_to = int(sr.timed_out.sum()) if sr.timed_out is not None else 0
+                    n_bud = int((sr.status == 0).sum()) - n_to
+                    if n_to:
+                        notes.append(f"complete: {n_to} (sample, ε) cells left unknown because max_time "
+                                     f"({max_time:g} s) ran out")
+                    if n_bud:
+                        notes.append(f"complete: {n_bud} (sample, ε) cells left unknown because the split "
+                                     f"budget ({split_budget} pieces per cell) ran out")
                     V[ni2, ei2] = sr.status
                     f = sr.status == -1
                     cex_delta[ni2[f], ei2[f]] = sr.delta[f]
@@ -481,5 +501,5 @@ def verify(
         clean_error=[ce] * E, verified_error=[float(1 - x) for x in vf], falsified_fraction=[float(x) for x in ff],
         unknown_fraction=[float(x) for x in uf], verdicts=V, certified_radius=None if rad is None else rad.cpu(),
         max_radius=max_radius if radius else None, counterexamples=cexs, time_s=time.perf_counter() - t_start,
-        device=str(dev), engine=engine,
+        device=str(dev), engine=engine, notes=notes,
     )
