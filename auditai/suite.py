@@ -38,6 +38,7 @@ UNIT_TEST_KEYS = (
     *THRESHOLD_KEYS,
     "spec",
     "method",
+    "max_time",
     "description",
 )
 SUITE_KEYS = ("suite", "description", "model", "data", "train_data", "spec", "method", "engine", "unit_tests")
@@ -82,6 +83,7 @@ class UnitTest:
     min_verified_accuracy: float | None = None
     spec: str | None = DEFAULT_SPEC
     method: str | None = None
+    max_time: float | None = None  # seconds for method 'complete''s branch and bound (None: no limit)
     path: str | None = None
     line: int | None = None
     description: str | None = field(default=None, compare=False)
@@ -291,6 +293,11 @@ def make_unit_test(
         raise err_for("method")(
             f"unknown method {method!r}; expected one of {_one_of(METHODS)}" + did_you_mean(method, METHODS)
         )
+    max_time = fields.get("max_time")
+    if max_time is not None:
+        max_time = _check_number(max_time, err_for("max_time"), what="a number of seconds > 0")
+        if max_time <= 0:
+            raise err_for("max_time")(f"expected a number of seconds > 0, got {max_time!r}")
     desc = fields.get("description")
     return UnitTest(
         name=name,
@@ -302,6 +309,7 @@ def make_unit_test(
         min_verified_accuracy=tval if tkey == "min_verified_accuracy" else None,
         spec=spec,
         method=method,
+        max_time=max_time,
         path=path,
         line=line,
         description=None if desc is None else str(desc),

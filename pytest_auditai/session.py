@@ -262,7 +262,7 @@ class AuditaiSession:
         kind = ut.set_kind(model)
         result = verify(
             model.head, data.z, data.y, kind, list(ut.all_eps), spec=ut.spec, method=ut.method,
-            device=self.device, engine=self.engine(engine),
+            device=self.device, engine=self.engine(engine), max_time=getattr(ut, "max_time", None),
         )
         self._results[key] = result
         self.entries[key] = Entry(

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         ut = ut.with_defaults(spec=suite.spec, method=args.method or suite.method)
         kind = ut.set_kind(model)
         result = verify(model.head, data.z, data.y, kind, list(ut.all_eps), spec=ut.spec,
-                        method=ut.method, device=device, engine=engine)
+                        method=ut.method, device=device, engine=engine, max_time=ut.max_time)
         entries.append((ut, result, kind))
         for i, e in enumerate(result.eps):
             ve = float(result.verified_error[i])

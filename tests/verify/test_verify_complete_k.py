@@ -87,3 +87,18 @@ def test_bad_max_time():
     h, z0, y = _data(d=4)
     with pytest.raises(ValueError, match="max_time"):
         verify(h, z0, y, Dims([0, 1, 2, 3]), EPS, method="complete", max_time=-1)
+
+
+def test_suite_keys_method_alpha_crown_and_max_time():
+    from auditai.errors import SuiteError
+    from auditai.suite import make_unit_test
+
+    ut = make_unit_test({"name": "box4", "dims": [0, 1, 2, 3], "eps": 0.1, "method": "alpha-crown",
+                         "max_time": 5}, where="t.yaml")
+    assert ut.method == "alpha-crown" and ut.max_time == 5.0
+    ut = make_unit_test({"name": "box4", "dims": [0, 1, 2, 3], "eps": 0.1, "method": "complete"}, where="t.yaml")
+    assert ut.max_time is None
+    with pytest.raises(SuiteError, match="max_time"):
+        make_unit_test({"name": "b", "dims": [0], "eps": 0.1, "max_time": 0}, where="t.yaml")
+    with pytest.raises(SuiteError, match="alpha-crown"):
+        make_unit_test({"name": "b", "dims": [0], "eps": 0.1, "method": "alpha"}, where="t.yaml")
