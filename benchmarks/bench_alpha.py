@@ -6,8 +6,14 @@ iterations (20), learning rate (0.5) and decay (0.98) on both sides. Our time is
 `compute_bounds` alone on a BoundedModule built beforehand. Median of `--reps` runs.
 
     python benchmarks/bench_alpha.py [--reps 3] [--quick]
+    python benchmarks/bench_alpha.py --verify [--n 60]   # verdicts for k = 1, 2, 4, 8 directions
 
-Writes benchmarks/results/bench_alpha.md.
+Writes benchmarks/results/bench_alpha.md (bench_alpha_verify.md with --verify).
+
+`--verify`: a random head 16 → 64 ×3 → 10 (ReLU), labels = its predictions at the codes (clean
+error 0), ℓ∞ boxes over the first k latent dims; verified error / falsified / unknown and time
+of `verify` with crown-ibp, crown, alpha-crown and complete (CROWN-IBP pieces, max_time per
+unit test) at each ε.
 """
 
 from __future__ import annotations
@@ -100,11 +106,49 @@ def timed(fn, reps):
     return statistics.median(ts), out
 
 
+def verify_table(n: int, max_time: float) -> None:
+    from auditai.latent import Dims
+    from auditai.verify import verify
+
+    torch.manual_seed(3)
+    head = mlp(16, [64, 64, 64], 10).double().eval()
+    z0 = torch.randn(n, 16, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    with torch.no_grad():
+        y = head(z0).argmax(1)
+    eps = [0.02, 0.05, 0.1]
+    lines = [f"Random head 16 → 64 ×3 → 10 (ReLU), N = {n}, labels = predictions, ℓ∞ box over the first k "
+             f"dims, ε = {eps}; complete: CROWN-IBP on pieces, split_budget 4096, max_time {max_time:g} s per "
+             "unit test. Cell: verified error / falsified / unknown.", "",
+             "| k | method | time (s) | " + " | ".join(f"ε={e:g}" for e in eps) + " |",
+             "|---:|---|---:|" + "---|" * len(eps)]
+    for k in (1, 2, 4, 8):
+        for m in ("crown-ibp", "crown", "alpha-crown", "complete"):
+            t = time.perf_counter()
+            r = verify(head, z0, y, Dims(list(range(k))), eps, method=m, radius=False, split_budget=4096,
+                       max_time=max_time)
+            t = time.perf_counter() - t
+            cells = " | ".join(f"{r.verified_error[i]:.3f} / {r.falsified_fraction[i]:.3f} / "
+                               f"{r.unknown_fraction[i]:.3f}" for i in range(len(eps)))
+            note = f" ({'; '.join(r.notes)})" if r.notes else ""
+            lines.append(f"| {k} | {m}{note} | {t:.2f} | {cells} |")
+            print(lines[-1], flush=True)
+    out_path = ROOT / "benchmarks" / "results" / "bench_alpha_verify.md"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out_path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--verify", action="store_true")
+    ap.add_argument("--n", type=int, default=60)
+    ap.add_argument("--max-time", type=float, default=30.0)
     args = ap.parse_args()
+    if args.verify:
+        verify_table(args.n, args.max_time)
+        return
     torch.set_num_threads(max(1, torch.get_num_threads()))
     lines = [f"Device: CPU ({platform.machine()}, {torch.get_num_threads()} threads); torch {torch.__version__}; "
              f"float64; {ITER} iterations, lr 0.5, decay 0.98 on both sides; box on half the latent dims; "

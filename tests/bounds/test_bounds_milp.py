@@ -99,7 +99,7 @@ def test_milp_extremes_inside_bounds_and_looseness():
         assert min(record[m]) >= 1 - 1e-6
     # α-CROWN is never looser than CROWN on any row here (it starts from CROWN and keeps the best)
     assert all(a <= c + 1e-9 for a, c in zip(record["alpha-crown"], record["crown"]))
-    assert summary["alpha-crown"]["mean_ratio"] <= 1.4  # measured 1.33 (deterministic: seeded heads)
+    assert summary["alpha-crown"]["mean_ratio"] <= 1.4  # measured 1.326 (deterministic: seeded heads)
     print("\nMILP looseness (bound width / exact width, mean over spec rows):")
     for c in per_case:
         print("  case", c["seed"], c["hidden"], " ".join(f"{m}={c.get(m + '_mean_ratio', float('nan')):.3f}" for m in METHODS))
