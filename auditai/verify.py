@@ -277,7 +277,7 @@ def verify(
     seed: int = 0,
     alpha_options: dict | None = None,
     max_time: float | None = None,
-    split_method: str = "crown-ibp",
+    split_method: str | None = None,
 ) -> VerificationResult:
     """Verify the spec for every sample over the set `latent.make(z0, ε)` for each ε in `eps`.
 
@@ -293,7 +293,8 @@ def verify(
         split_budget: pieces per row for branch and bound (method='complete' where ExactLine does
             not apply, k ≤ 8). max_time: seconds for that branch and bound (None: no limit);
             rows still open then stay unknown and `notes` says how many. split_method: the
-            bound on each piece (crown-ibp, crown or alpha-crown).
+            bound of the first pass and on each piece (crown-ibp, crown or alpha-crown; default
+            crown-ibp for k ≤ 3, crown beyond).
         alpha_options: α-CROWN options (iterations, lr, lr_decay, early_stop, share_rows,
             optimize_intermediate; `auditai.bounds.alpha.AlphaOptions`) for method 'alpha-crown'.
     """
@@ -329,6 +330,10 @@ def verify(
         raise ValueError(f"max_time must be a number of seconds > 0, got {max_time!r}")
     notes: list[str] = []
     use_line = complete and k == 1 and pl
+    if split_method is None:
+        split_method = "crown-ibp" if k <= 3 else "crown"
+    if split_method not in ("crown-ibp", "crown", "alpha-crown"):
+        raise ValueError(f"split_method must be crown-ibp, crown or alpha-crown, got {split_method!r}")
     bmethod = split_method if complete else m_key
     if max_radius is None:
         max_radius = max(eps_l) if max(eps_l) > 0 else 1.0

@@ -12,7 +12,7 @@ Writes benchmarks/results/bench_alpha.md (bench_alpha_verify.md with --verify).
 
 `--verify`: a random head 16 → 64 ×3 → 10 (ReLU), labels = its predictions at the codes (clean
 error 0), ℓ∞ boxes over the first k latent dims; verified error / falsified / unknown and time
-of `verify` with crown-ibp, crown, alpha-crown and complete (CROWN-IBP pieces, max_time per
+of `verify` with crown-ibp, crown, alpha-crown and complete (CROWN-IBP pieces for k ≤ 3, CROWN beyond; max_time per
 unit test) at each ε.
 """
 
@@ -117,7 +117,7 @@ def verify_table(n: int, max_time: float) -> None:
         y = head(z0).argmax(1)
     eps = [0.02, 0.05, 0.1]
     lines = [f"Random head 16 → 64 ×3 → 10 (ReLU), N = {n}, labels = predictions, ℓ∞ box over the first k "
-             f"dims, ε = {eps}; complete: CROWN-IBP on pieces, split_budget 4096, max_time {max_time:g} s per "
+             f"dims, ε = {eps}; complete: CROWN-IBP (k ≤ 3) or CROWN (k > 3) on pieces, split_budget 4096, max_time {max_time:g} s per "
              "unit test. Cell: verified error / falsified / unknown.", "",
              "| k | method | time (s) | " + " | ".join(f"ε={e:g}" for e in eps) + " |",
              "|---:|---|---:|" + "---|" * len(eps)]
