@@ -221,13 +221,6 @@ def _mix(natural: Tensor, robust: Tensor, kappa: float) -> Tensor:
     return kappa * natural + (1.0 - kappa) * robust
 
 
-def _trainable(method: str) -> str:
-    if method == "alpha-crown":
-        raise ValueError("method 'alpha-crown' gives bounds without a gradient in the head's weights (its "
-                         "slopes are optimized inside); train with ibp, crown-ibp or crown, verify with alpha-crown")
-    return method
-
-
 def certified_loss(
     head: nn.Module,
     z: Tensor,
@@ -258,7 +251,7 @@ def certified_loss(
     Returns:
         The scalar loss (and the parts). At ε = 0 it equals `F.cross_entropy(head(z), y)`.
     """
-    method = _trainable(parse_method(method))
+    method = parse_method(method)
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     sets = _named_sets(latent)
@@ -301,7 +294,7 @@ def pixel_certified_loss(
 
     This is the pixel-space baseline of paper Table 2 (standard CROWN-IBP certified training).
     """
-    method = _trainable(parse_method(method))
+    method = parse_method(method)
     y = torch.as_tensor(y).long().flatten()
     out = module(x)
     C = label_rows(y, out.shape[1], out.dtype)

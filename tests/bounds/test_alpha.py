@@ -147,11 +147,3 @@ def test_stable_head_equals_crown():
     assert torch.allclose(a[0], c[0], atol=1e-10) and torch.allclose(a[1], c[1], atol=1e-10)
     assert math.isfinite(float(a[0].sum()))
 
-
-def test_training_loss_refuses_alpha_crown():
-    from auditai.latent import Dims
-    from auditai.train import certified_loss
-
-    head, s, _ = _case(0, "chain")
-    with pytest.raises(ValueError, match="alpha-crown"):
-        certified_loss(head, s.z0, torch.zeros(s.n, dtype=torch.long), Dims([0, 1]), 0.1, "alpha-crown")
