@@ -177,16 +177,40 @@ class _Alphas:
             a.clamp_(min=self.floor[i], max=1.0)
 
 
-def _starts(g: Graph, rows_out: int, intermediate: bool) -> Dict[int, int]:
-    """{start node: rows of its backward pass}: the output and, with `intermediate`, the inputs of
-    nonlinear nodes (two identity rows per element: lower and upper)."""
-    st = {}
-    if intermediate:
-        for nd in g.nodes:
-            if nd.op in NONLINEAR_OPS and nd.inputs[0] != 0:
-                st[nd.inputs[0]] = 2 * num_elements(g.nodes[nd.inputs[0]].shape)
+def _needed_rows(g: Graph, ref) -> Dict[int, Tensor]:
+    """{input j of a nonlinear node: the elements whose bounds are recomputed}. Where j feeds only
+    ReLU/LeakyReLU nodes, the elements unstable in some sample under CROWN's bounds (a stable one
+    keeps CROWN's interval: its relaxation is exact anyway, as auto_LiRPA skips them); else all."""
+    feeds: Dict[int, List[str]] = {}
+    for nd in g.nodes:
+        if nd.op in NONLINEAR_OPS and nd.inputs[0] != 0:
+            feeds.setdefault(nd.inputs[0], []).append(nd.op)
+    out = {}
+    for j, ops in feeds.items():
+        l, u = ref[j]
+        if all(op in ("relu", "leaky_relu") for op in ops):
+            idx = ((l < 0) & (u > 0)).flatten(1).any(0).nonzero().flatten()
+        else:
+            idx = torch.arange(num_elements(g.nodes[j].shape), device=l.device)
+        if idx.numel():
+            out[j] = idx
+    return out
+
+
+def _starts(g: Graph, rows_out: int, sel: Dict[int, Tensor]) -> Dict[int, int]:
+    """{start node: rows of its backward pass}: the output and the recomputed intermediate bounds
+    (two rows per element: lower and upper)."""
+    st = {j: 2 * int(idx.numel()) for j, idx in sel.items()}
     st[g.output] = rows_out
     return st
+
+
+def _rows(shape, idx: Tensor, dtype) -> Tensor:
+    """(1, 2·|idx|, *shape): +e_i for the lower bounds of the elements idx, −e_i for the upper."""
+    D = num_elements(shape)
+    eye = torch.zeros(idx.numel(), D, dtype=dtype, device=idx.device)
+    eye[torch.arange(idx.numel(), device=idx.device), idx] = 1.0
+    return torch.cat([eye, -eye]).reshape(1, 2 * idx.numel(), *shape)
 
 
 def alpha_bound_graph(g: Graph, im: InputMap, C: Optional[Tensor], bound_upper: bool = True,
@@ -206,16 +230,18 @@ def alpha_bound_graph(g: Graph, im: InputMap, C: Optional[Tensor], bound_upper: 
             if nd.op in NONLINEAR_OPS:
                 rel[i]
     A = _spec_rows(g, C, im.x0.dtype, im.x0.device)
+    sel = _needed_rows(g, ref) if o.optimize_intermediate else {}
     out = []
     # the lower and the upper bounds are two problems, each with its own α (as auto_LiRPA)
     for sign in ((1.0, -1.0) if bound_upper else (1.0,)):
         with torch.enable_grad():
-            alphas = _Alphas(g, ref, rel, im.n, _starts(g, A.shape[1], o.optimize_intermediate), o)
-            out.append(sign * _optimize(g, im, sign * A, list(ref), rel, alphas, o))
+            alphas = _Alphas(g, ref, rel, im.n, _starts(g, A.shape[1], sel), o)
+            out.append(sign * _optimize(g, im, sign * A, list(ref), rel, alphas, o, sel))
     return out[0], (out[1] if bound_upper else None)
 
 
-def _evaluate(g: Graph, im: InputMap, A: Tensor, ref, rel: _Relax, alphas: _Alphas, o: AlphaOptions) -> Tensor:
+def _evaluate(g: Graph, im: InputMap, A: Tensor, ref, rel: _Relax, alphas: _Alphas, o: AlphaOptions,
+              sel: Dict[int, Tensor]) -> Tensor:
     """One sound bound for the current α: the intermediate bounds first (optimized ones
     recomputed with their α, each intersected with IBP and with CROWN's), then the output."""
     if not o.optimize_intermediate:
@@ -225,16 +251,21 @@ def _evaluate(g: Graph, im: InputMap, A: Tensor, ref, rel: _Relax, alphas: _Alph
 
     def tighten(j: int) -> Interval:
         l_ibp, u_ibp = ivs[j]
-        Dj = num_elements(g.nodes[j].shape)
-        rows = _identity_rows(g.nodes[j].shape, l_ibp.dtype, l_ibp.device)
-        bnd = backward_bound(g, j, rows, cur, im, lower_slopes=alphas.slopes(j, g, ivs, cur))
-        # value: α-CROWN ∩ IBP ∩ best so far (sound, tighter); gradient: α-CROWN's alone (a plain ∩
-        # would block it wherever another bound is tighter, and the optimizer would stall)
-        cl, cu = bnd[:, :Dj], -bnd[:, Dj:]
         l_ref, u_ref = ref[j]
-        nl = cl + (torch.maximum(torch.maximum(l_ibp.flatten(1), cl), l_ref.flatten(1)) - cl).detach()
-        nu = cu + (torch.minimum(torch.minimum(u_ibp.flatten(1), cu), u_ref.flatten(1)) - cu).detach()
-        nu = torch.maximum(nu, nl)
+        base_l = torch.maximum(l_ibp.flatten(1), l_ref.flatten(1)).detach()
+        base_u = torch.minimum(u_ibp.flatten(1), u_ref.flatten(1)).detach()
+        idx = sel.get(j)
+        if idx is None:  # no element to recompute: the bounds so far
+            nl, nu = base_l, torch.maximum(base_u, base_l)
+        else:
+            bnd = backward_bound(g, j, _rows(g.nodes[j].shape, idx, l_ibp.dtype), cur, im,
+                                 lower_slopes=alphas.slopes(j, g, ivs, cur))
+            # value: α-CROWN ∩ IBP ∩ best so far (sound, tighter); gradient: α-CROWN's alone (a
+            # plain ∩ would block it wherever another bound is tighter: the optimizer would stall)
+            cl, cu = bnd[:, :idx.numel()], -bnd[:, idx.numel():]
+            nl = base_l.index_copy(1, idx, cl + (torch.maximum(base_l[:, idx], cl) - cl).detach())
+            nu = base_u.index_copy(1, idx, cu + (torch.minimum(base_u[:, idx], cu) - cu).detach())
+            nu = torch.maximum(nu, nl)
         with torch.no_grad():  # the tightest sound interval seen so far
             ref[j] = (nl.detach().reshape(l_ibp.shape), nu.detach().reshape(u_ibp.shape))
         return nl.reshape(l_ibp.shape), nu.reshape(u_ibp.shape)
@@ -243,7 +274,8 @@ def _evaluate(g: Graph, im: InputMap, A: Tensor, ref, rel: _Relax, alphas: _Alph
     return backward_bound(g, g.output, A, cur, im, lower_slopes=alphas.slopes(g.output, g, ivs, cur))
 
 
-def _optimize(g: Graph, im: InputMap, A: Tensor, ref, rel: _Relax, alphas: _Alphas, o: AlphaOptions) -> Tensor:
+def _optimize(g: Graph, im: InputMap, A: Tensor, ref, rel: _Relax, alphas: _Alphas, o: AlphaOptions,
+              sel: Dict[int, Tensor]) -> Tensor:
     """Best lower bounds (N, rows) of A·g over the iterations of Adam on α."""
     params = list(alphas.params.values())
     if not params:  # nothing to optimize: CROWN's bound
@@ -254,7 +286,7 @@ def _optimize(g: Graph, im: InputMap, A: Tensor, ref, rel: _Relax, alphas: _Alph
     best: Optional[Tensor] = None
     stale = 0
     for it in range(o.iterations):
-        lower = _evaluate(g, im, A, ref, rel, alphas, o)
+        lower = _evaluate(g, im, A, ref, rel, alphas, o, sel)
         with torch.no_grad():
             cur = lower.detach()
             # patience: steps in which no bound improved (as auto_LiRPA's early stop)
