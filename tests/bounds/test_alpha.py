@@ -147,3 +147,29 @@ def test_stable_head_equals_crown():
     assert torch.allclose(a[0], c[0], atol=1e-10) and torch.allclose(a[1], c[1], atol=1e-10)
     assert math.isfinite(float(a[0].sum()))
 
+
+
+def test_mixed_activations_and_maxpool():
+    """ReLU slopes optimized through tanh relaxations, and a MaxPool graph (CROWN's relaxation)."""
+    head = random_mlp(2, 5, [12, 12, 12], 3, ["relu", "tanh", "leaky_relu"], weight_scale=1.5)
+    z0 = torch.randn(3, 5, generator=torch.Generator().manual_seed(2), dtype=DT)
+    s = LatentSet.from_dims(z0, [0, 1, 2], 0.5, "inf")
+    lo, up = bound(head, s, None, method="alpha-crown")
+    lo_c, up_c = bound(head, s, None, method="crown")
+    lo_f, hi_f = _found(head, s, None, 0)
+    assert_inside(lo_f, hi_f, lo, up, 1e-9, "relu/tanh/leaky head")
+    assert (lo >= lo_c.detach() - 1e-10).all() and (up <= up_c.detach() + 1e-10).all()
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                        nn.Linear(4 * 3 * 3, 3)).to(DT)
+    g = torch.Generator().manual_seed(3)
+    lx = torch.rand(2, 2, 6, 6, generator=g, dtype=DT)
+    hx = lx + 0.3
+    lo, up = bound_box(net, lx, hx, method="alpha-crown")
+    lo_c, up_c = bound_box(net, lx, hx, method="crown")
+    assert (lo >= lo_c - 1e-10).all() and (up <= up_c + 1e-10).all()
+    t = torch.rand(2, 1000, 2, 6, 6, generator=g, dtype=DT)
+    t[:, :300] = t[:, :300].round()
+    with torch.no_grad():
+        y = net((lx.unsqueeze(1) + (hx - lx).unsqueeze(1) * t).reshape(-1, 2, 6, 6)).reshape(2, 1000, 3)
+    assert (y >= lo.unsqueeze(1) - 1e-9).all() and (y <= up.unsqueeze(1) + 1e-9).all()
