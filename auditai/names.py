@@ -24,6 +24,7 @@ BOUND_METHODS: tuple[str, ...] = (
     "ibp",  # interval bound propagation
     "crown-ibp",  # intermediate bounds by IBP, the output by CROWN's backward pass
     "crown",  # every bound by CROWN's backward pass
+    "alpha-crown",  # CROWN with optimized relaxation slopes (auto_LiRPA's "CROWN-Optimized")
 )
 #: methods of `verify`, the suite, the CLI and the plugin: the bound methods and the complete check
 METHODS: tuple[str, ...] = (*BOUND_METHODS, "complete")

@@ -39,6 +39,7 @@ UNIT_TEST_KEYS = (
     *THRESHOLD_KEYS,
     "spec",
     "method",
+    "max_time",
     "description",
 )
 SUITE_KEYS = ("suite", "description", "model", "data", "train_data", "spec", "method", "engine", "unit_tests")
@@ -93,6 +94,7 @@ class UnitTest:
     min_verified_accuracy: float | None = None
     spec: str | None = DEFAULT_SPEC
     method: str | None = None
+    max_time: float | None = None  # seconds for method 'complete''s branch and bound (None: no limit)
     path: str | None = None
     line: int | None = None
     description: str | None = field(default=None, compare=False)
@@ -295,6 +297,11 @@ def make_unit_test(
                                                    what="a fraction in [0, 1]")
     spec = _named(names.parse_spec_kind, fields.get("spec"), err_for("spec"))
     method = _named(names.parse_method, fields.get("method"), err_for("method"))
+    max_time = fields.get("max_time")
+    if max_time is not None:
+        max_time = _check_number(max_time, err_for("max_time"), what="a number of seconds > 0")
+        if max_time <= 0:
+            raise err_for("max_time")(f"expected a number of seconds > 0, got {max_time!r}")
     desc = fields.get("description")
     return UnitTest(
         name=name,
@@ -306,6 +313,7 @@ def make_unit_test(
         min_verified_accuracy=tval if tkey == "min_verified_accuracy" else None,
         spec=spec,
         method=method,
+        max_time=max_time,
         path=path,
         line=line,
         description=None if desc is None else str(desc),

@@ -18,7 +18,9 @@ gives each sample and ε a verdict:
 Sets are nested in ε, so a verified ε makes every smaller ε verified and a counterexample δ
 falsifies every ε ≥ ‖δ‖_p: verdicts are made monotone that way (both sound).
 method="complete" decides more: for one direction (k = 1) on a piecewise-linear head by exact
-enumeration of the linear pieces (ExactLine), otherwise (k ≤ 3) by branch and bound over δ.
+enumeration of the linear pieces (ExactLine), otherwise (k ≤ 8) by branch and bound over δ (cubes
+split on every axis for k ≤ 3, boxes split on their most influential axis beyond), within
+`split_budget` pieces per cell and `max_time` seconds; `notes` says what was left unknown and why.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ class VerificationResult:
     device: str = "cpu"
     engine: str = "auditai"
     precision: str = "float64"
+    notes: list = field(default_factory=list)  # e.g. why cells stayed unknown (complete's budgets)
 
     def worst_counterexample(self, eps_index: int) -> Counterexample | None:
         """The counterexample with the most negative margin at ε index `eps_index` (None if none)."""
@@ -99,7 +102,7 @@ class VerificationResult:
             k: getattr(self, k)
             for k in ("eps", "method", "spec", "set_description", "norm", "n", "clean_error",
                       "verified_error", "falsified_fraction", "unknown_fraction", "max_radius",
-                      "time_s", "device", "engine", "precision")
+                      "time_s", "device", "engine", "precision", "notes")
         }
         d["verdicts"] = self.verdicts.to(torch.int64).tolist()
         d["certified_radius"] = None if self.certified_radius is None else self.certified_radius.tolist()
@@ -152,7 +155,8 @@ def _chunk_rows(chunk_size: int | None, memory_budget: int | None, m: int, width
 class _Bounder:
     """Certified lower margins (rows × m, minus tolerance) for rows of (z0, ε), chunked."""
 
-    def __init__(self, h64, basis, p, method, engine, chunk, ops, precision="float64"):
+    def __init__(self, h64, basis, p, method, engine, chunk, ops, precision="float64", alpha_options=None):
+        self.alpha_options = alpha_options
         self.h64, self.basis, self.p, self.method, self.engine, self.chunk = h64, basis, p, method, engine, chunk
         # float32: the sound float32 bounds of auditai.bounds.rounding, where they apply
         self.f32 = None
@@ -197,7 +201,8 @@ class _Bounder:
     def _lower(self, s: LatentSet, C: Tensor) -> Tensor:
         """The engine's lower bound; auto_LiRPA's refusals become an error naming the head."""
         try:
-            return bound(self.h64, s, C, method=self.method, bound_upper=False, engine=self.engine)[0]
+            return bound(self.h64, s, C, method=self.method, bound_upper=False, engine=self.engine,
+                         alpha_options=self.alpha_options)[0]
         except AuditaiError:
             raise
         except Exception as e:  # auto_LiRPA's own refusals (NotImplementedError, ...)
@@ -300,6 +305,9 @@ def verify(
     attack_restarts: int = 2,
     seed: int = 0,
     precision: str | None = None,
+    alpha_options: dict | None = None,
+    max_time: float | None = None,
+    split_method: str | None = None,
 ) -> VerificationResult:
     """Verify the spec for every sample over the set `latent.make(z0, ε)` for each ε in `eps`.
 
@@ -307,12 +315,19 @@ def verify(
         head: f_d (Z → Y). z0: N×d codes. labels: N class indices (None for spec 'prediction',
             'band' and sign-of-z0 'binary'). latent: a set kind (Dims, Direction, Basis).
         eps: list of radii. spec: label | prediction | binary | band (output_index, tau).
-        method: ibp | crown-ibp | crown | complete.
+        method: ibp | crown-ibp | crown | alpha-crown | complete.
         attack: run latent PGD on the unknown rows. radius: compute certified radii by bisection
             up to `max_radius` (default max(eps)) to within `radius_tol` (default max_radius/1000);
             exact (ExactLine) for method='complete' with k = 1 on a piecewise-linear head.
         memory_budget / chunk_size: rows per engine call (results do not depend on it).
         split_budget: cubes per row for branch and bound (method='complete', k ≤ 3).
+        split_budget: pieces per row for branch and bound (method='complete' where ExactLine does
+            not apply, k ≤ 8). max_time: seconds for that branch and bound (None: no limit);
+            rows still open then stay unknown and `notes` says how many. split_method: the
+            bound of the first pass and on each piece (crown-ibp, crown or alpha-crown; default
+            crown-ibp for k ≤ 3, crown beyond).
+        alpha_options: α-CROWN options (iterations, lr, lr_decay, early_stop, share_rows,
+            optimize_intermediate; `auditai.bounds.alpha.AlphaOptions`) for method 'alpha-crown'.
         precision: 'float32' or 'float64' bound arithmetic (default float32 on CUDA, float64 on
             CPU). float32 bounds carry a sound rounding allowance (auditai.bounds.rounding), so a
             margin within it is unknown; they apply to ibp and crown-ibp on Dense/ReLU chains,
@@ -342,10 +357,17 @@ def verify(
     ops = _head_ops(h64, engine, base.d)
     foreign = isinstance(ops, UnsupportedLayerError)
     pl = not foreign and is_piecewise_linear(h64, (base.d,))
-    if complete and k > 3:
-        raise InputError(f"method 'complete' needs a set of k ≤ 3 directions; this set has k = {k}")
+    if complete and k > 8:
+        raise InputError(f"method 'complete' needs a set of k ≤ 8 directions; this set has k = {k}")
+    if max_time is not None and not (isinstance(max_time, (int, float)) and max_time > 0):
+        raise InputError(f"max_time must be a number of seconds > 0, got {max_time!r}")
+    notes: list[str] = []
     use_line = complete and k == 1 and pl
-    bmethod = "crown-ibp" if complete else m_key
+    if split_method is None:
+        split_method = "crown-ibp" if k <= 3 else "crown"
+    if split_method not in ("crown-ibp", "crown", "alpha-crown"):
+        raise InputError(f"split_method must be crown-ibp, crown or alpha-crown, got {split_method!r}")
+    bmethod = split_method if complete else m_key
     if max_radius is None:
         max_radius = max(eps_l) if max(eps_l) > 0 else 1.0
     max_radius = float(max_radius)
@@ -355,7 +377,7 @@ def verify(
     width = max(widths + [C.shape[2]])
     chunk = _chunk_rows(chunk_size, memory_budget, m, width)
     prec = parse_precision(precision, dev)
-    bnd = _Bounder(h64, B, p, bmethod, engine, chunk, ops, prec)
+    bnd = _Bounder(h64, B, p, bmethod, engine, chunk, ops, prec, alpha_options)
     z = base.z0
     gen = torch.Generator().manual_seed(seed)
 
@@ -374,7 +396,7 @@ def verify(
     V[clean_bad] = -1
     cex_delta = torch.zeros(n, Ec, k, dtype=torch.float64, device=dev)  # counterexample δ per cell
     checked = torch.zeros(n, Ec, dtype=torch.bool, device=dev)  # endpoints ±ε already checked
-    if m_key in ("crown", "complete") and (attack or complete):
+    if m_key in ("crown", "alpha-crown", "complete") and (attack or complete):
         # where a bound row costs far more than a forward pass, falsify first: the endpoints ±ε of
         # the largest ε, then of the next smaller ε for the samples falsified there, … (float64
         # checks); the bound pass then skips every ε a counterexample already falsifies.
@@ -451,7 +473,16 @@ def verify(
                 ni2, ei2 = ni[still], ei[still]
                 if ni2.numel():
                     sr = branch_and_bound(h64, z[ni2], B, eps_t[ei2].contiguous(), p, C[ni2], d[ni2],
-                                          method="crown-ibp", budget=split_budget, chunk=chunk)
+                                          method=split_method, budget=split_budget, chunk=chunk,
+                                          max_time=max_time, alpha_options=alpha_options)
+                    n_to = int(sr.timed_out.sum()) if sr.timed_out is not None else 0
+                    n_bud = int((sr.status == 0).sum()) - n_to
+                    if n_to:
+                        notes.append(f"complete: {n_to} (sample, ε) cells left unknown because max_time "
+                                     f"({max_time:g} s) ran out")
+                    if n_bud:
+                        notes.append(f"complete: {n_bud} (sample, ε) cells left unknown because the split "
+                                     f"budget ({split_budget} pieces per cell) ran out")
                     V[ni2, ei2] = sr.status
                     f = sr.status == -1
                     cex_delta[ni2[f], ei2[f]] = sr.delta[f]
@@ -509,5 +540,5 @@ def verify(
         clean_error=[ce] * E, verified_error=[float(1 - x) for x in vf], falsified_fraction=[float(x) for x in ff],
         unknown_fraction=[float(x) for x in uf], verdicts=V, certified_radius=None if rad is None else rad.cpu(),
         max_radius=max_radius if radius else None, counterexamples=cexs, time_s=time.perf_counter() - t_start,
-        device=str(dev), engine=engine, precision=bnd.precision,
+        device=str(dev), engine=engine, precision=bnd.precision, notes=notes,
     )

@@ -190,6 +190,7 @@ class AuditaiSession:
         result = verify(
             model.head, data.z, data.y, kind, list(ut.all_eps), spec=ut.spec, method=ut.method,
             device=self.device, engine=self.engine(engine), precision=self.precision,
+            max_time=getattr(ut, "max_time", None),
         )
         self._results[key] = result
         self.entries[key] = Entry(

@@ -3,7 +3,8 @@
     lower, upper = bound(head, latent_set, C=None, method="crown-ibp", bound_upper=True)
 
 `lower`/`upper` are N×m bounds of C·head(z) for every z in the set (N×out for C=None).
-Methods "ibp", "crown-ibp" and "crown" mean what auto_LiRPA means by them. This package
+Methods "ibp", "crown-ibp", "crown" and "alpha-crown" mean what auto_LiRPA means by "IBP",
+"CROWN-IBP", "CROWN" and "CROWN-Optimized" (α-CROWN: optimized ReLU slopes, alpha.py). This package
 imports only torch; `engine="auto_lirpa"` hands the same question to auto_LiRPA when it is
 installed (the reference, and a way to bound graphs our ops do not cover).
 """
@@ -32,6 +33,7 @@ def bound(
     bound_upper: bool = True,
     engine: str = "auditai",
     memory_budget: Optional[int] = None,
+    alpha_options=None,
 ) -> Tuple[Tensor, Optional[Tensor]]:
     """Bounds of C·head(z) over z ∈ {z0 + B·δ : ‖δ‖_p ≤ ε} (paper §2.2, Appendix A).
 
@@ -39,10 +41,12 @@ def bound(
         head: the verified part f_d (supported layers: see SUPPORTED_MODULES).
         latent_set: an `auditai.latent.LatentSet` (z0 N×d, B d×k, ε of N, p).
         C: spec matrix, m×out (shared) or N×m×out; folded into the last layer. None: identity.
-        method: "ibp", "crown-ibp" or "crown".
+        method: "ibp", "crown-ibp", "crown" or "alpha-crown".
         bound_upper: also compute the upper bound (else `upper` is None: half the work).
         engine: "auditai" (ours) or "auto_lirpa".
         memory_budget: bytes of coefficient tensors per chunk of the batch.
+        alpha_options: α-CROWN options (iterations, lr, lr_decay, early_stop, share_rows;
+            `auditai.bounds.alpha.AlphaOptions`), for method "alpha-crown".
 
     Returns:
         (lower, upper), each N×m (N×out when C is None).
@@ -51,9 +55,10 @@ def bound(
     if _parse_engine(engine) == "auto_lirpa":
         from auditai.bounds.lirpa import bound_auto_lirpa
 
-        return bound_auto_lirpa(head, latent_set, C, method, bound_upper)
+        return bound_auto_lirpa(head, latent_set, C, method, bound_upper, alpha_options)
     s = latent_set
-    return bound_input(head, s.z0, s.eps, s.p, s.basis, C, method, bound_upper, memory_budget)
+    return bound_input(head, s.z0, s.eps, s.p, s.basis, C, method, bound_upper, memory_budget,
+                       alpha_options=alpha_options)
 
 
 def bound_ball(
@@ -90,6 +95,7 @@ def bound_box(
     method: str = "crown-ibp",
     bound_upper: bool = True,
     memory_budget: Optional[int] = None,
+    alpha_options=None,
 ) -> Tuple[Tensor, Optional[Tensor]]:
     """Bounds of C·module(x) over the axis-aligned box lower ≤ x ≤ upper, given per element.
 
@@ -125,4 +131,5 @@ def bound_box(
     check_graph(module, g, pts, "module")
     Cg = _check_C(C, n, num_elements(g.out_shape), lower.dtype, lower.device)
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
-    return bound_module_graph(module, g, centre, ones, math.inf, None, radius, Cg, method, bound_upper, budget)
+    return bound_module_graph(module, g, centre, ones, math.inf, None, radius, Cg, method, bound_upper, budget,
+                              alpha_options)

@@ -7,7 +7,9 @@ first affine layer (DESIGN.md: every set becomes a plain ℓp ball around 0 in �
 - "crown": intermediate bounds by CROWN too (each intersected with the IBP bound computed
   from the already tightened layer before it), the output by CROWN. For piecewise-linear
   vector heads over sets of k ≤ 64 directions the same bounds are computed by symbolic.py,
-  whose cost grows with the unstable neurons per sample instead of the width.
+  whose cost grows with the unstable neurons per sample instead of the width;
+- "alpha-crown": CROWN with the ReLU/LeakyReLU lower slopes optimized per sample and spec row
+  (alpha.py), over the graph IR for every head (chains included).
 The names mean what they mean in auto_LiRPA. Large batches are split into chunks that fit a
 memory budget; every sample's bound is independent of the others', so chunking never changes
 a result.
@@ -249,20 +251,27 @@ def bound_input(
     bound_upper: bool = True,
     memory_budget: Optional[int] = None,
     root_name: str = "head",
+    alpha_options=None,
 ) -> Tuple[Tensor, Optional[Tensor]]:
-    """Bounds of C·module(x0 + B·δ) over ‖δ‖_p ≤ eps (B = identity when basis is None)."""
+    """Bounds of C·module(x0 + B·δ) over ‖δ‖_p ≤ eps (B = identity when basis is None).
+
+    alpha_options: a mapping of α-CROWN options (alpha.AlphaOptions) for method "alpha-crown"."""
     method = parse_method(method)
     n = x0.shape[0]
-    ops, rebuild, sources = _read(module, tuple(x0.shape[1:]), x0.dtype, x0.device, root_name)
-    if ops is None:  # not a chain: the graph engine
+    if method == "alpha-crown":  # the graph engine for every head
+        ops, graph = None, read_graph(module, tuple(x0.shape[1:]), root_name)
+    else:
+        ops, rebuild, sources = _read(module, tuple(x0.shape[1:]), x0.dtype, x0.device, root_name)
         graph = rebuild
+    if ops is None:  # not a chain: the graph engine
         with torch.no_grad():
             pts = set_points(x0.detach().double(), eps.detach().double(), p,
                              None if basis is None else basis.detach().double())
         check_graph(module, graph, pts, root_name)
         Cg = _check_C(C, n, math.prod(graph.out_shape), x0.dtype, x0.device)
         budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
-        return bound_module_graph(module, graph, x0, eps, p, basis, None, Cg, method, bound_upper, budget)
+        return bound_module_graph(module, graph, x0, eps, p, basis, None, Cg, method, bound_upper, budget,
+                                  alpha_options)
     guard_conversion(module, rebuild, x0, eps, p, basis, root_name, sources)
     out_shape = _out_shape(ops, tuple(x0.shape[1:]))
     out = math.prod(out_shape)

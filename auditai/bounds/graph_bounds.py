@@ -291,8 +291,12 @@ def _bias_linear(n: Node, A: Tensor, in_shapes: List[Tuple[int, ...]]) -> Option
     return None
 
 
-def backward_bound(g: Graph, start: int, A: Tensor, rel: _Relax, im: InputMap) -> Tensor:
-    """Lower bound of A·(value of node `start`) over the set; A (L, m, *shape), L ∈ {1, N}."""
+def backward_bound(g: Graph, start: int, A: Tensor, rel: _Relax, im: InputMap,
+                   lower_slopes: Optional[Dict[int, Tensor]] = None) -> Tensor:
+    """Lower bound of A·(value of node `start`) over the set; A (L, m, *shape), L ∈ {1, N}.
+
+    `lower_slopes[i]` ((N, m or 1, *shape)) replaces the lower slope of ReLU/LeakyReLU node i
+    (its lower line passes through 0; α-CROWN, alpha.py, keeps the slope valid)."""
     shapes = [nd.shape for nd in g.nodes]
     acc: Dict[int, Tensor] = {start: A}
     bias = torch.zeros(im.n, A.shape[1], dtype=A.dtype, device=A.device)
@@ -306,7 +310,8 @@ def backward_bound(g: Graph, start: int, A: Tensor, rel: _Relax, im: InputMap) -
             lo_d, lo_b, up_d, up_b = rel[i]
             pos, neg = Ai.clamp(min=0), Ai.clamp(max=0)
             bias = bias + (pos * lo_b.unsqueeze(1)).flatten(2).sum(-1) + (neg * up_b.unsqueeze(1)).flatten(2).sum(-1)
-            new = [pos * lo_d.unsqueeze(1) + neg * up_d.unsqueeze(1)]
+            lo_s = lower_slopes[i] if lower_slopes is not None and i in lower_slopes else lo_d.unsqueeze(1)
+            new = [pos * lo_s + neg * up_d.unsqueeze(1)]
         elif n.op == "maxpool":
             new, b = _maxpool_backward(Ai, rel[i], ins[0])
             bias = bias + b

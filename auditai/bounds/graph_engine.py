@@ -127,7 +127,7 @@ def _chunk(n: int, g: Graph, m: int, itemsize: int, method: str, budget: int, bo
     widths = [num_elements(nd.shape) for nd in g.nodes]
     w = max(widths)
     rows = m * (2 if bound_upper else 1)
-    if method == "crown":
+    if method in ("crown", "alpha-crown"):
         rows = max(rows, 2 * w)
     per = rows * w * itemsize * 8 if method != "ibp" else w * itemsize * 8
     return max(1, min(n, budget // max(1, per)))
@@ -135,8 +135,9 @@ def _chunk(n: int, g: Graph, m: int, itemsize: int, method: str, budget: int, bo
 
 def bound_module_graph(module: nn.Module, g: Graph, x0: Tensor, eps: Tensor, p: float,
                        basis: Optional[Tensor], scale: Optional[Tensor], C: Optional[Tensor], method: str,
-                       bound_upper: bool, budget: int) -> Tuple[Tensor, Optional[Tensor]]:
-    """Bounds of C·g(x) over the set, x = x0 + B·δ or x0 + scale⊙δ or x0 + δ, in chunks of samples."""
+                       bound_upper: bool, budget: int, alpha_options=None) -> Tuple[Tensor, Optional[Tensor]]:
+    """Bounds of C·g(x) over the set, x = x0 + B·δ or x0 + scale⊙δ or x0 + δ, in chunks of samples
+    (method "alpha-crown": alpha.py with `alpha_options`)."""
     g = g.to(dtype=x0.dtype, device=x0.device)
     n = x0.shape[0]
     m = num_elements(g.out_shape) if C is None else C.shape[-2]
@@ -148,7 +149,12 @@ def bound_module_graph(module: nn.Module, g: Graph, x0: Tensor, eps: Tensor, p: 
         Cs = C[sl] if (C is not None and C.dim() == 3) else C
         sc = scale[sl] if (scale is not None and scale.dim() == x0.dim()) else scale
         im = InputMap(x0[sl], eps[sl], p, basis=basis, scale=sc)
-        lo, up = bound_graph(g, im, Cs, method, bound_upper)
+        if method == "alpha-crown":
+            from auditai.bounds.alpha import alpha_bound_graph
+
+            lo, up = alpha_bound_graph(g, im, Cs, bound_upper, alpha_options)
+        else:
+            lo, up = bound_graph(g, im, Cs, method, bound_upper)
         lows.append(lo)
         ups.append(up)
     lower = torch.cat(lows)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from auditai.bounds.guard import plain
 
-_METHOD = {"ibp": "IBP", "crown-ibp": "CROWN-IBP", "crown": "CROWN"}
+_METHOD = {"ibp": "IBP", "crown-ibp": "CROWN-IBP", "crown": "CROWN", "alpha-crown": "CROWN-Optimized"}
 
 
 def auto_lirpa_available() -> Tuple[bool, str]:
@@ -66,8 +66,9 @@ class _Folded(nn.Module):
 
 
 def bound_auto_lirpa(head: nn.Module, latent_set, C: Optional[Tensor], method: str,
-                     bound_upper: bool = True) -> Tuple[Tensor, Optional[Tensor]]:
-    """Bounds of C·head(z) over the set, computed by auto_LiRPA (BoundedModule.compute_bounds)."""
+                     bound_upper: bool = True, alpha_options=None) -> Tuple[Tensor, Optional[Tensor]]:
+    """Bounds of C·head(z) over the set, computed by auto_LiRPA (BoundedModule.compute_bounds);
+    for "alpha-crown", CROWN-Optimized with the iterations and learning rate of `alpha_options`."""
     ok, why = auto_lirpa_available()
     if not ok:
         raise ImportError(why)
@@ -78,6 +79,13 @@ def bound_auto_lirpa(head: nn.Module, latent_set, C: Optional[Tensor], method: s
 
     s = latent_set
     n, k, d = s.n, s.k, s.d
+    opts = None
+    if method == "alpha-crown":
+        from auditai.bounds.alpha import alpha_options as _alpha_options
+
+        o = _alpha_options(alpha_options)
+        opts = {"optimize_bound_args": {"iteration": o.iterations, "lr_alpha": o.lr, "lr_decay": o.lr_decay,
+                                        "early_stop_patience": o.early_stop or o.iterations + 1}}
     if C is not None and C.dim() == 2:
         C = C.unsqueeze(0).expand(n, *C.shape)
     axis_aligned = bool(((s.basis != 0).sum(0) == 1).all() and ((s.basis != 0).sum(1) <= 1).all())
@@ -92,11 +100,11 @@ def bound_auto_lirpa(head: nn.Module, latent_set, C: Optional[Tensor], method: s
                 # a box on z: the same set, given to auto_LiRPA without a wrapper layer
                 half = s.eps.unsqueeze(1) * s.basis.abs().sum(1).unsqueeze(0)
                 ptb = PerturbationLpNorm(norm=math.inf, x_L=s.z0 - half, x_U=s.z0 + half)
-                bm = BoundedModule(head, s.z0, device=s.z0.device, verbose=0)
+                bm = BoundedModule(head, s.z0, device=s.z0.device, verbose=0, bound_opts=opts)
                 args = (BoundedTensor(s.z0, ptb),)
             elif identity:
                 ptb = PerturbationLpNorm(norm=s.p, eps=s.eps.reshape(n, 1))
-                bm = BoundedModule(head, s.z0, device=s.z0.device, verbose=0)
+                bm = BoundedModule(head, s.z0, device=s.z0.device, verbose=0, bound_opts=opts)
                 args = (BoundedTensor(s.z0, ptb),)
             else:
                 model = _Folded(head, s.basis).to(s.z0.device)
@@ -107,7 +115,7 @@ def bound_auto_lirpa(head: nn.Module, latent_set, C: Optional[Tensor], method: s
                 else:
                     ptb = PerturbationLpNorm(norm=s.p, eps=s.eps.reshape(n, 1))
                 c0 = model.offset(s.z0)
-                bm = BoundedModule(model, (delta0, c0), device=s.z0.device, verbose=0)
+                bm = BoundedModule(model, (delta0, c0), device=s.z0.device, verbose=0, bound_opts=opts)
                 args = (BoundedTensor(delta0, ptb), c0)
             lo, up = bm.compute_bounds(x=args, C=C, method=_METHOD[method], bound_upper=bound_upper)
         finally:

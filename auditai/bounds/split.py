@@ -1,4 +1,4 @@
-"""Branch and bound over δ for low-dimensional latent sets (k ≤ 3): input splitting.
+"""Branch and bound over δ for latent sets of k ≤ 8 directions: input splitting.
 
 The δ-set of each row is covered by cubes {c + h·u : ‖u‖_∞ ≤ 1} (for ℓ∞ the ball itself; for
 ℓ2/ℓ1 its bounding cube, whose children that miss the ball are dropped). Each round bounds all
@@ -9,7 +9,12 @@ and ℓ∞ radius h), then per cube:
   the row (a concrete counterexample);
 - otherwise it is split in 2^k children (all axes halved), while the row's budget of bounded
   cubes lasts. A row whose budget runs out with cubes left is unknown.
-Complete in the limit of the budget for piecewise-linear and smooth heads (cubes shrink to points).
+For k > 3 (up to 8) the pieces are boxes {c + h⊙u}: each is split in 2 along its most
+influential axis (the largest h_j·|∂ worst margin/∂δ_j| at its centre, the widest on ties),
+and bounded through the graph IR with a per-piece basis B·diag(h) (InputMap takes one per
+sample). `max_time` (seconds) stops the splitting; rows left with pieces are unknown and
+flagged in `timed_out`. Complete in the limit of the budget for piecewise-linear and smooth
+heads (pieces shrink to points).
 
 Imports only torch (and the engine beside it).
 """
@@ -18,12 +23,16 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from auditai.bounds.engine import bound_input
+from auditai.bounds.graph_bounds import InputMap, bound_graph
+from auditai.bounds.graph_engine import check_graph, read_graph
+from auditai.bounds.guard import set_points
 from auditai.bounds.exactline import layer_ops, magnitudes, tolerance_factor
 from auditai.errors import InputError
 
@@ -39,6 +48,7 @@ class SplitResult:
     margin: Tensor
     row: Tensor
     boxes: Tensor
+    timed_out: Tensor | None = None  # (R bool) unknown because `max_time` ran out
 
 
 def bound_tolerance(ops, z_abs_plus: Tensor, C: Tensor, d: Tensor, dtype: torch.dtype) -> Tensor:
@@ -73,18 +83,27 @@ def branch_and_bound(
     method: str = "crown-ibp",
     budget: int = 64,
     chunk: int | None = None,
+    max_time: float | None = None,
+    alpha_options=None,
 ) -> SplitResult:
     """Decide C·head(z0 + B·δ) + d > 0 over ‖δ‖_p ≤ eps per row by input splitting.
 
-    head: float64 head; z0 R×d; basis d×k (k ≤ 3); eps R; C R×m×out; d R×m. `budget` is the
-    number of cubes a row may bound; `chunk` bounds that many cubes per engine call.
+    head: float64 head; z0 R×d; basis d×k (k ≤ 8); eps R; C R×m×out; d R×m. `budget` is the
+    number of pieces a row may bound; `chunk` bounds that many pieces per engine call;
+    `max_time`: seconds, after which the rows still open are unknown (`timed_out`).
     """
     R, k = z0.shape[0], basis.shape[1]
-    if k > 3:
-        raise InputError(f"branch and bound splits sets of k ≤ 3 directions, got k = {k}")
+    if k > 8:
+        raise InputError(f"branch and bound splits sets of k ≤ 8 directions, got k = {k}")
+    t0 = time.perf_counter()
+    axis = k > 3  # boxes split along one axis, bounded through the graph IR
+    graph = None
+    if axis:
+        graph = read_graph(head, (z0.shape[1],), "head")
+        check_graph(head, graph, set_points(z0.double(), eps.double(), p, basis.double()), "head")
+        graph = graph.to(dtype=z0.dtype, device=z0.device)
     dev, dt = z0.device, z0.dtype
     ops = layer_ops(head, in_shape=(z0.shape[1],))
-    colsum = basis.abs().sum(dim=1)
     status = torch.zeros(R, dtype=torch.int8, device=dev)
     cex = torch.zeros(R, k, dtype=dt, device=dev)
     cmarg = torch.full((R,), math.inf, dtype=torch.float64, device=dev)
@@ -93,7 +112,8 @@ def branch_and_bound(
     abandoned = torch.zeros(R, dtype=torch.bool, device=dev)
     rid = torch.arange(R, device=dev)
     cen = torch.zeros(R, k, dtype=dt, device=dev)
-    hw = eps.clone()
+    hw = eps[:, None].expand(R, k).clone()  # half-widths per axis (equal for cubes, k ≤ 3)
+    timed_out = torch.zeros(R, dtype=torch.bool, device=dev)
     signs = torch.tensor(list(itertools.product((-1.0, 1.0), repeat=k)), dtype=dt, device=dev)  # 2^k×k
     while rid.numel():
         used += torch.bincount(rid, minlength=R)
@@ -102,10 +122,21 @@ def branch_and_bound(
         step = rid.numel() if chunk is None else max(1, chunk)
         for i in range(0, rid.numel(), step):
             sl = slice(i, i + step)
-            lo, _ = bound_input(head, zc[sl], hw[sl].contiguous(), math.inf, basis, C[rid[sl]], method, False, None)
+            if axis:
+                zs = zc[sl]
+                im = InputMap(zs, zs.new_ones(zs.shape[0]), math.inf, basis=basis.unsqueeze(0) * hw[sl, None, :])
+                if method == "alpha-crown":
+                    from auditai.bounds.alpha import alpha_bound_graph
+
+                    lo, _ = alpha_bound_graph(graph, im, C[rid[sl]], False, alpha_options)
+                else:
+                    lo, _ = bound_graph(graph, im, C[rid[sl]], method, False)
+            else:
+                lo, _ = bound_input(head, zc[sl], hw[sl, 0].contiguous(), math.inf, basis, C[rid[sl]], method, False,
+                                    None, alpha_options=alpha_options)
             lows.append(lo)
         low = torch.cat(lows) + d[rid]
-        tol = bound_tolerance(ops, zc.abs() + hw[:, None] * colsum, C[rid], d[rid], dt)
+        tol = bound_tolerance(ops, zc.abs() + hw @ basis.abs().T, C[rid], d[rid], dt)
         ok = low.min(dim=1).values > tol
         # centre check (projected into the ball) in float64
         pc = _project(cen, eps[rid], p)
@@ -128,19 +159,47 @@ def branch_and_bound(
         rid, cen, hw = rid[keep], cen[keep], hw[keep]
         if not rid.numel():
             break
-        over = used[rid] + (2 ** k) > budget
+        nkids = 2 if axis else 2 ** k
+        over = used[rid] + nkids > budget
+        if max_time is not None and time.perf_counter() - t0 > max_time:
+            timed_out[rid[~over]] = True
+            over = torch.ones_like(over)
         abandoned[rid[over]] = True
         rid, cen, hw = rid[~over], cen[~over], hw[~over]
+        if not rid.numel():
+            break
         # children
-        h2 = hw / 2
-        rid = rid.repeat_interleave(2 ** k)
-        cen = (cen.unsqueeze(1) + signs.unsqueeze(0) * h2[:, None, None]).reshape(-1, k)
-        hw = h2.repeat_interleave(2 ** k)
+        if axis:
+            j = _split_axis(head, z0[rid], basis, cen, hw, C[rid], d[rid])
+            h2 = hw.clone()
+            h2[torch.arange(rid.numel(), device=dev), j] /= 2
+            off = torch.zeros_like(cen)
+            off[torch.arange(rid.numel(), device=dev), j] = h2[torch.arange(rid.numel(), device=dev), j]
+            rid = rid.repeat_interleave(2)
+            cen = torch.stack([cen - off, cen + off], dim=1).reshape(-1, k)
+            hw = h2.repeat_interleave(2, dim=0)
+        else:
+            h2 = hw / 2
+            rid = rid.repeat_interleave(2 ** k)
+            cen = (cen.unsqueeze(1) + signs.unsqueeze(0) * h2[:, None, :]).reshape(-1, k)
+            hw = h2.repeat_interleave(2 ** k, dim=0)
         if not math.isinf(p):
-            # drop cubes that miss the ball: nearest point of the cube to 0
-            near = (cen.abs() - hw[:, None]).clamp_min(0)
+            # drop pieces that miss the ball: nearest point of the piece to 0
+            near = (cen.abs() - hw).clamp_min(0)
             inb = torch.linalg.vector_norm(near, ord=p, dim=1) <= eps[rid]
             rid, cen, hw = rid[inb], cen[inb], hw[inb]
     done = (status == 0) & ~abandoned
     status[done] = 1
-    return SplitResult(status, cex, cmarg, crow, used)
+    timed_out &= status == 0
+    return SplitResult(status, cex, cmarg, crow, used, timed_out)
+
+
+def _split_axis(head: nn.Module, z0: Tensor, basis: Tensor, cen: Tensor, hw: Tensor, C: Tensor, d: Tensor) -> Tensor:
+    """Per box, the axis j with the largest h_j·|∂(worst margin)/∂δ_j| at its centre (+ h_j·1e-9,
+    so that the widest axis wins where the gradient vanishes)."""
+    with torch.enable_grad():
+        c = cen.detach().clone().requires_grad_(True)
+        out = head(z0 + c @ basis.T)
+        worst = (torch.einsum("po,pmo->pm", out, C) + d).min(dim=1).values
+        (g,) = torch.autograd.grad(worst.sum(), c)
+    return (hw * (g.abs() + 1e-9)).argmax(dim=1)

@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         kind = ut.set_kind(model)
         result = verify(model.head, data.z, data.y, kind, list(ut.all_eps), spec=ut.spec,
                         method=ut.method, device=device, engine=engine,
-                        precision=getattr(args, "precision", None))
+                        precision=getattr(args, "precision", None), max_time=ut.max_time)
         entries.append((ut, result, kind))
         rows, failed_here = gate.result_rows(ut, result)
         table += rows

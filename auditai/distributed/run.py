@@ -116,7 +116,8 @@ def verify_chunk(c: Chunk, ut: Any, model: Any, data: Any, engine: str, device: 
     y = None if data.y is None else data.y[c.start:c.stop]
     seed = chunk_seed(ut.name, c.k)
     res = verify(model.head, z, y, kind, list(ut.all_eps), spec=ut.spec, method=ut.method,
-                 device=device, engine=engine, seed=seed, precision=precision)
+                 device=device, engine=engine, seed=seed, precision=precision,
+                 max_time=getattr(ut, "max_time", None))
     return {"unit_test": ut.name, "k": c.k, "start": c.start, "stop": c.stop, "seed": seed,
             "result": res.to_dict()}
 

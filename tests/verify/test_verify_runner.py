@@ -178,7 +178,7 @@ def test_other_specs():
         ({"eps": []}, "eps is empty"),
         ({"eps": [0.1, -1.0]}, "finite and >= 0"),
         ({"latent": "pose"}, "set kind"),
-        ({"latent": Dims([0, 1, 2, 3]), "method": "complete"}, "k ≤ 3"),
+        ({"latent": Basis(torch.randn(4, 9, dtype=DT)), "method": "complete"}, "k ≤ 8"),
         ({"labels": torch.tensor([5] * 40)}, "out of range"),
     ],
 )
