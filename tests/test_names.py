@@ -89,7 +89,7 @@ def test_other_method_spellings_are_refused(value):
     with pytest.raises(ChoiceError) as info:
         names.parse_method(value)
     assert isinstance(info.value, ValueError) and isinstance(info.value, AuditaiError)
-    assert "expected one of 'ibp', 'crown-ibp', 'crown', 'complete'" in str(info.value)
+    assert "expected one of 'ibp', 'crown-ibp', 'crown', 'alpha-crown', 'complete'" in str(info.value)
     assert "\n" not in str(info.value)
 
 

@@ -107,7 +107,7 @@ def test_under_no_grad_and_lower_only():
     head, s, C = _case(1, "chain")
     full = bound(head, s, C, method="alpha-crown")
     with torch.no_grad():
-        lo, up = bound(head, s, C, method="alpha_crown", bound_upper=False)
+        lo, up = bound(head, s, C, method="alpha-crown", bound_upper=False)
     assert up is None and torch.allclose(lo, full[0], rtol=0, atol=1e-12)
     assert all(p.grad is None for p in head.parameters())  # only α is differentiated
 
