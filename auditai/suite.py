@@ -26,6 +26,8 @@ from auditai.errors import SuiteError
 
 SPECS = ("label", "prediction", "binary", "band")
 METHODS = ("ibp", "crown-ibp", "crown", "complete")
+#: what a unit test verifies: the latent head f_d, or the image classifier on the decoder's images
+TARGETS = ("head", "classifier")
 NORMS = ("inf", "2", "1")
 SET_KEYS = ("direction", "dims", "basis")
 THRESHOLD_KEYS = ("max_verified_error", "min_verified_accuracy")
@@ -38,12 +40,15 @@ UNIT_TEST_KEYS = (
     *THRESHOLD_KEYS,
     "spec",
     "method",
+    "target",
     "description",
 )
-SUITE_KEYS = ("suite", "description", "model", "data", "train_data", "spec", "method", "engine", "unit_tests")
+SUITE_KEYS = ("suite", "description", "model", "data", "train_data", "spec", "method", "engine", "target",
+              "unit_tests")
 ENGINES = ("auditai", "auto_lirpa")
 DEFAULT_SPEC = "label"
 DEFAULT_METHOD = "crown-ibp"
+DEFAULT_TARGET = "head"
 
 #: attribute the `unit_test` decorator sets on a function (the plugin reads it)
 TAG = "__auditai_unit_test__"
@@ -69,8 +74,9 @@ class UnitTest:
     `set` is `{"direction": name}`, `{"dims": [i, ...] or name}` or `{"basis": name}`.
     `eps` are gated (the threshold is checked at each), `report_eps` only measured; without
     a threshold the unit test is report-only (`has_gate` False): measured, never failed.
-    `spec`/`method` may be None in a decorator's test until the plugin fills the session
-    default (`with_defaults`). `path`/`line` locate the definition for error messages.
+    `spec`/`method`/`target` may be None in a decorator's test until the plugin fills the session
+    default (`with_defaults`). `target` is "head" (f_d on the latent set) or "classifier" (the
+    model's image classifier on the decoder's images of the latent set, paper §2.2). `path`/`line` locate the definition for error messages.
     """
 
     name: str
@@ -82,6 +88,7 @@ class UnitTest:
     min_verified_accuracy: float | None = None
     spec: str | None = DEFAULT_SPEC
     method: str | None = None
+    target: str | None = None
     path: str | None = None
     line: int | None = None
     description: str | None = field(default=None, compare=False)
@@ -128,12 +135,14 @@ class UnitTest:
             return f"dims {list(value)}{n}"
         return f"{kind} '{value}'{n}"
 
-    def with_defaults(self, spec: str | None = None, method: str | None = None) -> "UnitTest":
-        """This test with a missing spec/method filled from the suite or session default."""
+    def with_defaults(self, spec: str | None = None, method: str | None = None,
+                      target: str | None = None) -> "UnitTest":
+        """This test with a missing spec/method/target filled from the suite or session default."""
         return dataclasses.replace(
             self,
             spec=self.spec or spec or DEFAULT_SPEC,
             method=self.method or method or DEFAULT_METHOD,
+            target=self.target or target or DEFAULT_TARGET,
         )
 
     def _error(self, message: str, key: str) -> SuiteError:
@@ -291,6 +300,11 @@ def make_unit_test(
         raise err_for("method")(
             f"unknown method {method!r}; expected one of {_one_of(METHODS)}" + did_you_mean(method, METHODS)
         )
+    target = fields.get("target")
+    if target is not None and target not in TARGETS:
+        raise err_for("target")(
+            f"unknown target {target!r}; expected one of {_one_of(TARGETS)}" + did_you_mean(str(target), TARGETS)
+        )
     desc = fields.get("description")
     return UnitTest(
         name=name,
@@ -302,6 +316,7 @@ def make_unit_test(
         min_verified_accuracy=tval if tkey == "min_verified_accuracy" else None,
         spec=spec,
         method=method,
+        target=target,
         path=path,
         line=line,
         description=None if desc is None else str(desc),
@@ -408,6 +423,10 @@ def parse_suite(text: str, path: str | os.PathLike | None = None) -> Suite:
         if engine is not None and engine not in ENGINES:
             raise err(f"unknown engine {engine!r}; expected one of {_one_of(ENGINES)}"
                       + did_you_mean(str(engine), ENGINES), top_lines.get("engine"), "engine")
+        target = top.get("target")
+        if target is not None and target not in TARGETS:
+            raise err(f"unknown target {target!r}; expected one of {_one_of(TARGETS)}"
+                      + did_you_mean(str(target), TARGETS), top_lines.get("target"), "target")
         if "unit_tests" not in top_nodes:
             raise err("the suite has no `unit_tests:` list; expected a list of unit tests "
                       "(name, direction/dims/basis, eps, max_verified_error)", 1, "unit_tests")
@@ -426,7 +445,8 @@ def parse_suite(text: str, path: str | os.PathLike | None = None) -> Suite:
                 raise err(f"{label}: name '{ut.name}' is already used by the unit test on line "
                           f"{seen[ut.name]}; names must be unique", lines.get("name", line), "name")
             seen[ut.name] = line
-            tests.append(dataclasses.replace(ut, spec=ut.spec or spec, method=ut.method or method))
+            tests.append(dataclasses.replace(ut, spec=ut.spec or spec, method=ut.method or method,
+                                             target=ut.target or target))
     finally:
         loader.dispose()
     name = top.get("suite") or (Path(spath).stem if spath else "suite")
@@ -482,6 +502,7 @@ def unit_test(
     min_verified_accuracy: float | None = None,
     spec: str | None = None,
     method: str | None = None,
+    target: str | None = None,
 ) -> Callable[[Callable], Callable]:
     """Declare a test function as a semantic unit test (the YAML fields as keywords).
 
@@ -499,7 +520,7 @@ def unit_test(
     kwargs = unit_test_fields(
         name=name, direction=direction, dims=dims, basis=basis, norm=norm, eps=eps,
         report_eps=report_eps, max_verified_error=max_verified_error,
-        min_verified_accuracy=min_verified_accuracy, spec=spec, method=method,
+        min_verified_accuracy=min_verified_accuracy, spec=spec, method=method, target=target,
     )
     unit_test_from_kwargs({"name": "unit_test", **kwargs})  # mistakes fail here, at decoration
 

@@ -59,6 +59,7 @@ class Counterexample:
     row_name: str
     margin: float
     outputs: list
+    image: list | None = None  # the decoded image g(z) (black-box target, auditai.blackbox)
 
 
 @dataclass

@@ -18,6 +18,7 @@ DATA = "--auditai-data"
 TRAIN_DATA = "--auditai-train-data"
 DEVICE = "--auditai-device"
 METHOD = "--auditai-method"
+TARGET = "--auditai-target"
 ENGINE = "--auditai-engine"
 REPORT = "--auditai-report"
 BASELINE = "--auditai-baseline"
@@ -31,6 +32,7 @@ DEFAULT_BASELINE_TOLERANCE = 0.01
 
 METHODS = ("ibp", "crown-ibp", "crown", "complete")
 ENGINES = ("auditai", "auto_lirpa")
+TARGETS = ("head", "classifier")
 REPORT_SUFFIXES = (".json", ".md", ".html")
 MARKER = "auditai"
 
@@ -73,6 +75,7 @@ def _choice(name: str, choices: tuple[str, ...]):
 
 parse_method = _choice("method", METHODS)
 parse_engine = _choice("engine", ENGINES)
+parse_target = _choice("target", TARGETS)
 
 
 def parse_report(value: str) -> str:
@@ -114,6 +117,10 @@ _OPTIONS: list[tuple[str, str, Any, str, dict]] = [
     (METHOD, "string", None,
      "default bound method for unit tests that name none: ibp, crown-ibp, crown or complete "
      "(default: crown-ibp)", {"metavar": "METHOD", "type": parse_method}),
+    (TARGET, "string", None,
+     "default target for unit tests that name none: head (f_d on the latent set) or classifier "
+     "(the model's image classifier on the decoder's images, paper §2.2) (default: head)",
+     {"metavar": "TARGET", "type": parse_target}),
     (ENGINE, "string", "auditai",
      "bound engine: auditai (default) or auto_lirpa", {"metavar": "ENGINE", "type": parse_engine}),
     (REPORT, "args", [],
@@ -145,7 +152,7 @@ def add_options(parser: Any) -> None:
                   help=f"how much a verified error may grow over {BASELINE} (default {DEFAULT_BASELINE_TOLERANCE})")
 
 
-_PARSERS = {DEVICE: parse_device, METHOD: parse_method, ENGINE: parse_engine}
+_PARSERS = {DEVICE: parse_device, METHOD: parse_method, ENGINE: parse_engine, TARGET: parse_target}
 
 
 def get_option(config: Any, option: str) -> Any:

@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="data file, image folder or package.module:attribute (overrides the suite's)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--method", help="default method: ibp, crown-ibp, crown or complete")
+    parser.add_argument("--target", default=None, choices=("head", "classifier"),
+                        help="default target of unit tests that name none: head (default) or classifier "
+                             "(the model's image classifier on the decoder's images)")
     parser.add_argument("--engine", default=None, choices=("auditai", "auto_lirpa"),
                         help="auditai (default) or auto_lirpa (for heads with layers ours rejects); "
                              "overrides the suite's `engine:`")
@@ -67,6 +70,7 @@ def _single_test(args: argparse.Namespace) -> Any:
         "norm": args.norm, "eps": args.eps, "report_eps": args.report_eps or None,
         "max_verified_error": args.max_verified_error,
         "min_verified_accuracy": args.min_verified_accuracy, "spec": args.spec, "method": args.method,
+        "target": getattr(args, "target", None),
     }.items() if v is not None}
     ut = make_unit_test(fields, where="command line")
     return Suite(name=args.name, path=None, model=None, data=None, spec=ut.spec or "label",
@@ -99,15 +103,19 @@ def run(args: argparse.Namespace) -> int:
     data = load_data(data_src, model, device=device)
     if suite is None:
         suite = _single_test(args)
+    from auditai.blackbox import attach_images, target_module
     from auditai.verify import verify
 
     engine = args.engine or suite.engine or "auditai"
     table, entries, failed = [], [], 0
     for ut in suite.unit_tests:
-        ut = ut.with_defaults(spec=suite.spec, method=args.method or suite.method)
+        ut = ut.with_defaults(spec=suite.spec, method=args.method or suite.method,
+                              target=getattr(args, "target", None))
         kind = ut.set_kind(model)
-        result = verify(model.head, data.z, data.y, kind, list(ut.all_eps), spec=ut.spec,
+        fn = target_module(model, ut.target, f"unit test '{ut.name}'")
+        result = verify(fn, data.z, data.y, kind, list(ut.all_eps), spec=ut.spec,
                         method=ut.method, device=device, engine=engine)
+        attach_images(result, model, ut.target)
         entries.append((ut, result, kind))
         for i, e in enumerate(result.eps):
             ve = float(result.verified_error[i])
