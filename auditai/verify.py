@@ -314,7 +314,10 @@ def verify(
     if complete and k > 3:
         raise ValueError(f"method 'complete' needs a set of k ≤ 3 directions; this set has k = {k}")
     use_line = complete and k == 1 and pl
-    bmethod = "crown-ibp" if complete else m_key
+    # a graph (e.g. classifier∘decoder, auditai.blackbox) is deep and wide: its first bound pass
+    # uses CROWN, whose intermediate bounds decide far more there than CROWN-IBP's
+    graph_head = not foreign and bool(ops) and ops[0].kind == "graph"
+    bmethod = ("crown" if graph_head else "crown-ibp") if complete else m_key
     if max_radius is None:
         max_radius = max(eps_l) if max(eps_l) > 0 else 1.0
     max_radius = float(max_radius)
