@@ -298,6 +298,10 @@ def _maxpool_backward(A: Tensor, relaxation, in_shape) -> Tuple[List[Tensor], Te
     return [out.reshape(N, m, *in_shape)], bias
 
 
+# bytes of backward coefficients per block of intermediate rows (CROWN's intermediate bounds)
+_ROW_BLOCK_BYTES = 1 << 28
+
+
 def _identity_rows(shape, dtype, device) -> Tensor:
     D = num_elements(shape)
     eye = torch.eye(D, dtype=dtype, device=device)
@@ -325,13 +329,34 @@ def bound_graph(g: Graph, im: InputMap, C: Optional[Tensor], method: str,
     rel = _Relax(g, ivs)
     tighten = None
     if method == "crown":
+        consumers = g.consumers()
+        widest = max(num_elements(nd.shape) for nd in g.nodes)
+
         def tighten(j: int) -> Interval:
-            """CROWN bounds of node j (its relaxations so far) intersected with its IBP interval."""
+            """CROWN bounds of node j (its relaxations so far) intersected with its IBP interval.
+
+            Only the elements whose bounds can matter are bounded (those of nonzero width, and for
+            a node read only by ReLUs not those with u ≤ 0 in every sample: the ReLU gives 0 there
+            whatever the bounds), in blocks of rows, so no identity of the node's full size (an
+            image, say) is built at once. The bounds equal those of the full identity."""
             l_ibp, u_ibp = ivs[j]
-            Dj = num_elements(g.nodes[j].shape)
-            bnd = backward_bound(g, j, _identity_rows(g.nodes[j].shape, l_ibp.dtype, l_ibp.device), rel, im)
-            nl = torch.maximum(l_ibp.flatten(1), bnd[:, :Dj])
-            nu = torch.maximum(torch.minimum(u_ibp.flatten(1), -bnd[:, Dj:]), nl)
+            lf, uf = l_ibp.flatten(1), u_ibp.flatten(1)
+            shape = g.nodes[j].shape
+            need = (uf > lf).any(dim=0)
+            if consumers[j] and all(g.nodes[i].op == "relu" for i in consumers[j]):
+                need &= (uf > 0).any(dim=0)  # relu(x) = 0 where u ≤ 0, whatever the bounds
+            sel = need.nonzero().flatten()
+            nl, nu = lf.clone(), uf.clone()
+            block = max(1, _ROW_BLOCK_BYTES // max(1, 2 * lf.shape[0] * widest * lf.element_size()))
+            for s0 in range(0, sel.numel(), block):
+                idx = sel[s0:s0 + block]
+                r = idx.numel()
+                rows = torch.zeros(r, lf.shape[1], dtype=lf.dtype, device=lf.device)
+                rows[torch.arange(r, device=lf.device), idx] = 1.0
+                A = torch.cat([rows, -rows]).reshape(1, 2 * r, *shape)
+                bnd = backward_bound(g, j, A, rel, im)
+                nl[:, idx] = torch.maximum(lf[:, idx], bnd[:, :r])
+                nu[:, idx] = torch.maximum(torch.minimum(uf[:, idx], -bnd[:, r:]), nl[:, idx])
             return nl.reshape(l_ibp.shape), nu.reshape(u_ibp.shape)
     ibp_graph(g, im, tighten, ivs)
     if C is None:
