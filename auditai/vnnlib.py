@@ -7,7 +7,8 @@ conjunction), or ``(assert (or (and ...) ...))`` (a disjunction of conjunctions)
 input of the box has outputs in the unsafe set (a counterexample); `unsat` that none has.
 
 `decide` picks its own strategy: latent PGD on the box first (points checked in float64), then
-bounds of the property's rows (CROWN-IBP, then CROWN), then input splitting over the perturbed
+bounds of the property's rows (CROWN-IBP, forward-mode linear bounds through the graph,
+`auditai.bounds.graph_forward`, and CROWN where its intermediate passes are small), then input splitting over the perturbed
 coordinates (those with lower < upper) until the time limit. A disjunct is refuted on a box when
 the certified lower bound of one of its rows minus the rounding tolerance is > 0 (strict and
 non-strict inequalities are refuted alike, so `unsat` is sound for both); a `sat` point is
@@ -350,13 +351,46 @@ class _Problem:
                     step = step / 2
         return self.found(x.detach())
 
-    def lower(self, blo: Tensor, bhi: Tensor, method: str) -> Tensor:
-        """Certified lower bounds of the rows over the boxes, minus the rounding tolerance (N, R)."""
+    def graph(self):
+        """The network's graph IR (float64), checked against the network at random inputs."""
+        if getattr(self, "_graph", None) is None:
+            from auditai.graph_io import read_module_graph
+
+            self._graph = read_module_graph(self.f64, (self.prop.n_in,), "net").to(torch.float64)
+        return self._graph
+
+    def crown_cost(self) -> int:
+        """Σ width² over the nonlinear nodes: the size of CROWN's intermediate passes."""
+        from auditai.bounds.graph import NONLINEAR_OPS, num_elements
+
+        g = self.graph()
+        return sum(num_elements(g.nodes[n.inputs[0]].shape) ** 2 for n in g.nodes if n.op in NONLINEAR_OPS)
+
+    def lower(self, blo: Tensor, bhi: Tensor, method: str, chunk: int = 32) -> Tensor:
+        """Certified lower bounds of the rows over the boxes, minus the rounding tolerance (N, R).
+
+        method: ibp | crown-ibp | crown (the engine's bound_box) or forward
+        (`auditai.bounds.graph_forward`: forward intermediate bounds, CROWN's last pass)."""
         from auditai.bounds import bound_box
         from auditai.bounds.exactline import layer_ops
         from auditai.bounds.split import bound_tolerance
 
-        lo, _ = bound_box(self.f64, blo, bhi, self.C, method=method, bound_upper=False)
+        if method == "forward":
+            from auditai.bounds.graph_bounds import InputMap
+            from auditai.bounds.graph_forward import bound_graph_forward
+
+            g, parts = self.graph(), []
+            for i in range(0, blo.shape[0], chunk):
+                c, r = (bhi[i:i + chunk] + blo[i:i + chunk]) / 2, (bhi[i:i + chunk] - blo[i:i + chunk]) / 2
+                im = InputMap(c, torch.ones(c.shape[0], dtype=torch.float64), math.inf, scale=r)
+                res = bound_graph_forward(g, im, self.C, bound_upper=False)
+                if res is None:  # too many perturbed inputs for forward mode
+                    res = bound_box(self.f64, blo[i:i + chunk], bhi[i:i + chunk], self.C, method="crown-ibp",
+                                    bound_upper=False)
+                parts.append(res[0])
+            lo = torch.cat(parts)
+        else:
+            lo, _ = bound_box(self.f64, blo, bhi, self.C, method=method, bound_upper=False)
         ops = layer_ops(self.f64, in_shape=(self.prop.n_in,))
         n = blo.shape[0]
         a = torch.maximum(blo.abs(), bhi.abs())
@@ -369,8 +403,11 @@ class _Problem:
         return torch.stack([(L[:, gr] > 0).any(dim=1) for gr in self.groups], dim=1).all(dim=1)
 
 
+_CROWN_COST = 4_000_000
+
+
 def decide(net: nn.Module, prop: Property, timeout: float = 60.0, max_boxes: int = 200_000,
-           batch: int = 64) -> Answer:
+           batch: int = 16) -> Answer:
     """Decide `prop` for `net` (inputs (N, n_in) flat, outputs (N, n_out)) within `timeout` s."""
     t0 = time.perf_counter()
     P = _Problem(net, prop)
@@ -388,7 +425,10 @@ def decide(net: nn.Module, prop: Property, timeout: float = 60.0, max_boxes: int
     if hit is not None:
         return done(hit, "attack")
     blo, bhi = P.lo[None].clone(), P.hi[None].clone()
-    for method in ("crown-ibp", "crown"):
+    # full CROWN only where its intermediate passes are small; forward mode otherwise
+    small = P.crown_cost() <= _CROWN_COST
+    split_method = "crown" if small else "forward"
+    for method in ("crown-ibp", "forward") + (("crown",) if small else ()):
         if time.perf_counter() - t0 > timeout:
             return done(Answer("timeout"), method)
         if P.refuted(P.lower(blo, bhi, method)).all():
@@ -416,7 +456,7 @@ def decide(net: nn.Module, prop: Property, timeout: float = 60.0, max_boxes: int
         hit = P.found((clo + chi) / 2)
         if hit is not None:
             return done(hit, "split", boxes)
-        L = P.lower(clo, chi, "crown")
+        L = P.lower(clo, chi, split_method)
         keep = ~P.refuted(L)
         if ((chi - clo)[keep][:, moving] <= 1e-12 * width0[moving]).all(dim=1).any():
             return done(Answer("unknown"), "split", boxes)  # boxes down to rounding: give up
