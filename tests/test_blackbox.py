@@ -269,3 +269,20 @@ def test_forward_mode_bounds_contain_sampled_points(model, codes, eps):
         ys = torch.stack([f64(z + dl @ basis.T) for dl in delta])
     assert (ys >= lo - 1e-9).all() and (ys <= up + 1e-9).all()
     assert (up - lo).mean() < (uc - lc).mean()  # tighter than CROWN-IBP on this deep composition
+
+
+def test_verify_command_target_flag(model, codes, tmp_path, capsys):
+    from auditai.cli import main
+
+    save_model(tmp_path / "m.auditai", model)
+    with torch.no_grad():
+        y = target_module(model, "classifier")(codes).argmax(1)
+    torch.save({"z": codes, "y": y}, tmp_path / "d.pt")
+    args = ["verify", "--model", str(tmp_path / "m.auditai"), "--data", str(tmp_path / "d.pt"), "--dims", "0,1",
+            "--eps", "0.02", "--method", "crown", "--device", "cpu"]
+    clean = {}
+    for target in ("classifier", "head"):
+        assert main(args + ["--target", target]) == 0
+        row = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("unit_test")][0]
+        clean[target] = float(row.split("]")[1].split()[1])  # after "dims [0, 1]" and ε
+    assert clean["classifier"] == 0.0 and clean["head"] > 0.0  # the labels are the classifier's
