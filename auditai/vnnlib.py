@@ -429,7 +429,7 @@ def decide(net: nn.Module, prop: Property, timeout: float = 60.0, max_boxes: int
     small = P.crown_cost() <= _CROWN_COST
     split_method = "crown" if small else "forward"
     for method in ("crown-ibp", "forward") + (("crown",) if small else ()):
-        if time.perf_counter() - t0 > timeout:
+        if time.perf_counter() - t0 > timeout * 0.9:
             return done(Answer("timeout"), method)
         if P.refuted(P.lower(blo, bhi, method)).all():
             return done(Answer("unsat"), method, 1)
@@ -438,8 +438,10 @@ def decide(net: nn.Module, prop: Property, timeout: float = 60.0, max_boxes: int
     if not moving.any():
         return done(Answer("unknown"), "crown", 1)
     boxes = 1
+    last = 0.0  # seconds of the last round: stop before a round would pass the limit
     while blo.shape[0]:
-        if time.perf_counter() - t0 > timeout:
+        t_round = time.perf_counter()
+        if t_round - t0 + last > timeout:
             return done(Answer("timeout"), "split", boxes)
         if boxes > max_boxes:
             return done(Answer("unknown"), "split", boxes)
@@ -461,6 +463,7 @@ def decide(net: nn.Module, prop: Property, timeout: float = 60.0, max_boxes: int
         if ((chi - clo)[keep][:, moving] <= 1e-12 * width0[moving]).all(dim=1).any():
             return done(Answer("unknown"), "split", boxes)  # boxes down to rounding: give up
         blo, bhi = torch.cat([blo, clo[keep]]), torch.cat([bhi, chi[keep]])
+        last = time.perf_counter() - t_round
     return done(Answer("unsat"), "split", boxes)
 
 

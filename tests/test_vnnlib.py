@@ -133,11 +133,20 @@ def test_known_counterexample_is_never_unsat():
 
 
 # --------------------------------------------------------------------------- generator∘classifier chain
-def chain_net() -> nn.Sequential:
-    """A generator (Linear → ReLU → Linear → Sigmoid → 1×6×6 image) then a small CNN, as one chain."""
+class Image(nn.Module):
+    """(N, 36) → (N, 1, 6, 6): a reshape ONNX exports as one Reshape by a constant shape."""
+
+    def forward(self, x):
+        return x.reshape(-1, 1, 6, 6)
+
+
+def chain_net(conv: bool = True) -> nn.Sequential:
+    """A generator (Linear → ReLU → Linear → Sigmoid → a 1×6×6 image) then a classifier (a small
+    CNN, or with conv=False an MLP on the flat image, which the ONNX chain reader takes)."""
     torch.manual_seed(4)
-    net = nn.Sequential(nn.Linear(4, 24), nn.ReLU(), nn.Linear(24, 36), nn.Sigmoid(), nn.Unflatten(1, (1, 6, 6)),
-                        nn.Conv2d(1, 3, 3, 1, 0), nn.ReLU(), nn.Flatten(), nn.Linear(48, 10), nn.ReLU(),
+    clf = [Image(), nn.Conv2d(1, 3, 3, 1, 0), nn.ReLU(), nn.Flatten(), nn.Linear(48, 10)] if conv else \
+        [nn.Linear(36, 10)]
+    net = nn.Sequential(nn.Linear(4, 24), nn.ReLU(), nn.Linear(24, 36), nn.Sigmoid(), *clf, nn.ReLU(),
                         nn.Linear(10, 3)).eval()
     with torch.no_grad():  # scores nearly tied at X0 (class 0 ahead by 0.02): a boundary runs close by
         net[-1].weight.mul_(20.0)
@@ -216,6 +225,22 @@ def test_command_bad_input_exits_2_with_the_line(tmp_path, capsys):
     (tmp_path / "wrong.vnnlib").write_text(header(2, 3) + box([0] * 2, [1] * 2) + robustness(3, 0))
     assert main(["vnnlib", str(tmp_path / "net.onnx"), str(tmp_path / "wrong.vnnlib")]) == 2
     assert "declares 2 inputs" in capsys.readouterr().err
+
+
+def test_generator_classifier_from_torch_and_from_onnx_get_the_same_answers(tmp_path):
+    net = chain_net(conv=False)
+    _onnx(net, 4, tmp_path / "gc.onnx")
+    for eps in (0.002, 1.0):
+        lo, hi = X0.clone(), X0.clone()
+        lo[:2] -= eps
+        hi[:2] += eps
+        prop = tmp_path / f"p{eps}.vnnlib"
+        prop.write_text(header(4, 3) + box(lo, hi) + robustness(3, 0))
+        want = decide(net, parse_vnnlib(prop.read_text()), timeout=20).status
+        assert main(["vnnlib", str(tmp_path / "gc.onnx"), str(prop), "--results", str(tmp_path / "r.txt"),
+                     "--timeout", "20"]) == 0
+        assert (tmp_path / "r.txt").read_text().splitlines()[0] == want
+        assert want == ("unsat" if eps < 0.01 else "sat")
 
 
 def test_round_trip_with_export_vnnlib(tmp_path):
