@@ -106,4 +106,4 @@ def attach_images(result: Any, model: Any, target: str | None) -> None:
         c.image = dec(z)[0].detach().cpu().tolist()
 
 
-__all__ = ["DecodedClassifier", "TARGETS", "compose_graphs", "TargetError", "attach_images", "target_module"]
+__all__ = ["TARGETS", "DecodedClassifier", "TargetError", "attach_images", "compose_graphs", "target_module"]

@@ -231,7 +231,7 @@ def parse_vnnlib(text: str, where: str = "<vnnlib>") -> Property:
                 if len(dnf) != 1 or len(dnf[0]) != 1:
                     raise VnnlibError("input constraints must be plain bounds on one variable (a disjunction over "
                                       "inputs is not supported)", where, ln, op or "or")
-                c, k, strict, _ = dnf[0][0]
+                c, k, _, _ = dnf[0][0]
                 if len(c) != 1:
                     raise VnnlibError("an input constraint must bound one variable by a constant", where, ln,
                                       _head(body[1]))

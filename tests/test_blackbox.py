@@ -21,7 +21,7 @@ from auditai.attack import head64, pgd
 from auditai.blackbox import DecodedClassifier, TargetError, target_module
 from auditai.bounds import bound
 from auditai.errors import SuiteError, UnsupportedLayerError
-from auditai.latent import Dims, LatentSet
+from auditai.latent import Dims
 from auditai.model import AuditModel, load_model, save_model
 from auditai.spec import make_spec
 from auditai.suite import make_unit_test, parse_suite
@@ -233,7 +233,7 @@ def test_yaml_suite_with_target_classifier_runs_through_the_plugin(bb):
     assert [r["clean_error"] for r in ut["pixels"]["rows"]] == [0.0, 0.0]
     assert ut["latent"]["rows"][0]["clean_error"] > 0.3
     ns = {}
-    exec(MODULE, ns)
+    exec(MODULE, ns)  # noqa: S102 - the test's own model module, as the plugin imports it
     want = verify(target_module(ns["MODEL"], "classifier"), ns["DATA"]["z"], ns["DATA"]["y"], Dims([0, 1]),
                   [0.05, 0.2], method="crown", radius=False)
     assert [r["verified_error"] for r in ut["pixels"]["rows"]] == pytest.approx(want.verified_error)
@@ -283,6 +283,6 @@ def test_verify_command_target_flag(model, codes, tmp_path, capsys):
     clean = {}
     for target in ("classifier", "head"):
         assert main(args + ["--target", target]) == 0
-        row = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("unit_test")][0]
+        row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("unit_test"))
         clean[target] = float(row.split("]")[1].split()[1])  # after "dims [0, 1]" and ε
     assert clean["classifier"] == 0.0 and clean["head"] > 0.0  # the labels are the classifier's

@@ -8,6 +8,8 @@ float64, and a property with a known counterexample is never answered `unsat`.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -37,7 +39,7 @@ def robustness(n_out: int, label: int) -> str:
 def mlp(seed: int, sizes=(3, 12, 12, 3)) -> nn.Sequential:
     torch.manual_seed(seed)
     layers = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in itertools.pairwise(sizes):
         layers += [nn.Linear(a, b), nn.ReLU()]
     return nn.Sequential(*layers[:-1]).eval()
 

@@ -14,13 +14,11 @@ the same reasons as CROWN; usually somewhat looser than full CROWN, much tighter
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
-
 import torch
 from torch import Tensor
 
 from auditai.bounds.graph import ACTIVATIONS, Graph, Node, apply, num_elements
-from auditai.bounds.graph_bounds import InputMap, _ibp_node, _relaxation, _Relax, backward_bound
+from auditai.bounds.graph_bounds import InputMap, _ibp_node, _Relax, _relaxation, backward_bound
 from auditai.bounds.ops import dual_norm
 
 _POSITIVE_MAPS = {"reshape", "permute", "slice", "identity", "pad", "avgpool", "upsample", "mean"}
@@ -28,7 +26,7 @@ _WEIGHTED = {"linear", "conv", "conv_transpose"}
 MAX_FORWARD_DIMS = 64
 
 
-def input_columns(im: InputMap) -> Optional[Tensor]:
+def input_columns(im: InputMap) -> Tensor | None:
     """M (N or 1, k, *in) with x = x0 + M·δ, or None when k would exceed MAX_FORWARD_DIMS."""
     shape = im.x0.shape[1:]
     D = num_elements(shape)
@@ -56,9 +54,9 @@ def _map(fn, w: Tensor) -> Tensor:
     return out.reshape(n, k, *out.shape[1:])
 
 
-def _signed(n: Node) -> Tuple[Node, Node]:
+def _signed(n: Node) -> tuple[Node, Node]:
     w = n.consts["weight"]
-    mk = lambda t: Node(n.name, n.op, n.inputs, n.attrs, {"weight": t}, n.shape)  # noqa: E731
+    mk = lambda t: Node(n.name, n.op, n.inputs, n.attrs, {"weight": t}, n.shape)
     return mk(w.clamp(min=0)), mk(w.clamp(max=0))
 
 
@@ -70,11 +68,11 @@ def _concretize(w: Tensor, b: Tensor, im: InputMap, upper: bool) -> Tensor:
     return b + e * dn if upper else b - e * dn
 
 
-def forward_bounds(g: Graph, im: InputMap, M: Tensor) -> List[Tuple[Tensor, Tensor]]:
+def forward_bounds(g: Graph, im: InputMap, M: Tensor) -> list[tuple[Tensor, Tensor]]:
     """Intervals of every node: IBP intersected with the forward linear bounds."""
     N = im.n
-    ivs: List[Optional[Tuple[Tensor, Tensor]]] = [None] * len(g.nodes)
-    lin: List[Optional[tuple]] = [None] * len(g.nodes)
+    ivs: list[tuple[Tensor, Tensor] | None] = [None] * len(g.nodes)
+    lin: list[tuple | None] = [None] * len(g.nodes)
     ivs[0] = im.interval()
     M = M.expand(N, *M.shape[1:])
     lin[0] = (M, im.x0, M, im.x0)
@@ -89,13 +87,13 @@ def forward_bounds(g: Graph, im: InputMap, M: Tensor) -> List[Tuple[Tensor, Tens
             pos, neg = _signed(n)
             zero_in = torch.zeros(1, *g.nodes[n.inputs[0]].shape, dtype=Lb.dtype, device=Lb.device)
             bias = apply(n, zero_in)
-            fp, fn = (lambda x: apply(pos, x)), (lambda x: apply(neg, x))
+            fp, fn = (lambda x, m=pos: apply(m, x)), (lambda x, m=neg: apply(m, x))
             out = (_map(fp, Lw) + _map(fn, Uw), fp(Lb) + fn(Ub) + bias,
                    _map(fp, Uw) + _map(fn, Lw), fp(Ub) + fn(Lb) + bias)
         elif op in _POSITIVE_MAPS and ins[0] is not None:
             Lw, Lb, Uw, Ub = ins[0]
             base = Node(n.name, n.op, n.inputs, {**n.attrs, "value": 0.0} if op == "pad" else n.attrs, n.consts, n.shape)
-            f = lambda x: apply(base, x)  # noqa: E731
+            f = lambda x, m=base: apply(m, x)
             out = (_map(f, Lw), f(Lb), _map(f, Uw), f(Ub))
             if op == "pad" and float(n.attrs.get("value", 0.0)) != 0.0:
                 out = None  # a constant fill: use the interval
@@ -136,8 +134,8 @@ def forward_bounds(g: Graph, im: InputMap, M: Tensor) -> List[Tuple[Tensor, Tens
     return ivs  # type: ignore[return-value]
 
 
-def bound_graph_forward(g: Graph, im: InputMap, C: Optional[Tensor],
-                        bound_upper: bool = True) -> Optional[Tuple[Tensor, Optional[Tensor]]]:
+def bound_graph_forward(g: Graph, im: InputMap, C: Tensor | None,
+                        bound_upper: bool = True) -> tuple[Tensor, Tensor | None] | None:
     """Bounds of C·g(x) (C (m, out) or (N, m, out)) with forward intermediate bounds and a CROWN
     backward pass from C; None when the set moves in more than MAX_FORWARD_DIMS directions."""
     M = input_columns(im)

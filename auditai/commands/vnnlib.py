@@ -43,7 +43,7 @@ def load_network(path: str):
     try:
         g = onnx.load_from_string(data).graph
         inits = {t.name for t in g.initializer}
-        dims = [i for i in g.input if i.name not in inits][0].type.tensor_type.shape.dim
+        dims = next(i for i in g.input if i.name not in inits).type.tensor_type.shape.dim
         shape = [d.dim_value for d in dims][1:]
     except Exception as e:  # noqa: BLE001 - load_onnx_head has read it already
         raise ModelFileError(f"{path}: cannot read the input shape: {e}") from None
