@@ -286,3 +286,17 @@ def test_verify_command_target_flag(model, codes, tmp_path, capsys):
         row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("unit_test"))
         clean[target] = float(row.split("]")[1].split()[1])  # after "dims [0, 1]" and ε
     assert clean["classifier"] == 0.0 and clean["head"] > 0.0  # the labels are the classifier's
+
+
+def test_target_option_is_the_default_of_unit_tests_that_name_none(bb):
+    import json
+
+    bb.makefile(".yaml", auditai_bb=SUITE.replace("        target: classifier\n", ""))
+    res = bb.runpytest("--auditai-device=cpu", "--auditai-target=classifier", "--auditai-report=r.json",
+                       "-p", "no:cacheprovider")
+    res.assert_outcomes(passed=3)
+    ut = {u["name"]: u for u in json.loads((bb.path / "r.json").read_text(encoding="utf-8"))["unit_tests"]}
+    assert ut["latent"]["rows"][0]["clean_error"] == 0.0  # both through the classifier now
+    bad = bb.runpytest("--auditai-target=clasifier")
+    assert bad.ret != 0
+    bad.stderr.fnmatch_lines(["*invalid target 'clasifier'*did you mean 'classifier'*"])
