@@ -119,7 +119,7 @@ def pgd(
             e[:, i] = s * eps64[act]
             consider(act, e)
     hd = head if iter_dtype is None else head_as(head, iter_dtype)
-    dt = next((q.dtype for q in hd.parameters()), lset.z0.dtype)
+    dt = next((q.dtype for q in (*hd.parameters(), *hd.buffers()) if q.is_floating_point()), lset.z0.dtype)
     zi, Bi, ei = lset.z0.to(dt), lset.basis.to(dt), lset.eps.to(dt)
     Ci, di = C.to(dt), d.to(dt)
     params = [q for q in hd.parameters()]

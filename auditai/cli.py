@@ -20,6 +20,7 @@ COMMANDS = {
     "train": "auditai.commands.train",
     "export-vnnlib": "auditai.commands.export_vnnlib",
     "merge": "auditai.commands.merge",
+    "vnnlib": "auditai.commands.vnnlib",
 }
 
 

@@ -58,6 +58,7 @@ def unit_test_dict(ut: Any) -> dict:
         "name": ut.name, "set": s, "set_text": ut.set_text, "norm": ut.norm, "eps": list(ut.eps),
         "report_eps": list(ut.report_eps), "max_verified_error": ut.max_verified_error,
         "min_verified_accuracy": ut.min_verified_accuracy, "spec": ut.spec, "method": ut.method,
+        "target": getattr(ut, "target", None) or "head",
         "path": ut.path, "line": ut.line, "gate": ut.gate_text, "threshold_error": ut.threshold_error,
     }
 

@@ -48,13 +48,15 @@ def graph_to_data(g: Graph, prefix: str = "head_graph") -> tuple[dict, dict[str,
     return {"nodes": nodes, "output": g.output}, tensors
 
 
-def graph_from_data(data: Any, tensors: Mapping[str, Tensor], where: str) -> GraphModule:
-    """Rebuild a GraphModule from `graph_to_data`'s output, validating every field."""
+def graph_from_data(data: Any, tensors: Mapping[str, Tensor], where: str, what: str = "head") -> GraphModule:
+    """Rebuild a GraphModule from `graph_to_data`'s output, validating every field.
+
+    `what` names the part in error messages ("head", "classifier")."""
     if not isinstance(data, dict) or not isinstance(data.get("nodes"), list) or not data["nodes"]:
-        raise ModelFileError(f"{where}: the head graph must be an object with a non-empty 'nodes' list")
+        raise ModelFileError(f"{where}: the {what} graph must be an object with a non-empty 'nodes' list")
     nodes: list[Node] = []
     for i, d in enumerate(data["nodes"]):
-        at = f"{where}: head graph node {i}"
+        at = f"{where}: {what} graph node {i}"
         if not isinstance(d, dict):
             raise ModelFileError(f"{at} is not an object")
         op = d.get("op")
@@ -82,27 +84,35 @@ def graph_from_data(data: Any, tensors: Mapping[str, Tensor], where: str) -> Gra
                           str(d.get("where", ""))))
     out = data.get("output", len(nodes) - 1)
     if not isinstance(out, int) or not 0 < out < len(nodes):
-        raise ModelFileError(f"{where}: head graph output {out!r} is not a node index")
+        raise ModelFileError(f"{where}: {what} graph output {out!r} is not a node index")
     stored = [n.shape for n in nodes]
     try:
         infer_shapes(nodes, nodes[0].shape)
     except Exception as e:  # noqa: BLE001 - any failure means the stored graph does not fit together
-        raise ModelFileError(f"{where}: the head graph does not compute: {type(e).__name__}: {e}") from None
+        raise ModelFileError(f"{where}: the {what} graph does not compute: {type(e).__name__}: {e}") from None
     for i, (n, s) in enumerate(zip(nodes, stored)):
         if tuple(n.shape) != tuple(s):
-            raise ModelFileError(f"{where}: head graph node {i} ({n.op}) gives shape {n.shape}, the file says {s}")
+            raise ModelFileError(f"{where}: {what} graph node {i} ({n.op}) gives shape {n.shape}, the file says {s}")
     return GraphModule(Graph(nodes, out)).eval()
 
 
 def read_head_graph(head: nn.Module, latent_dim: int) -> Graph:
     """The head's graph IR, checked against the head at random codes (float64, relative 1e-6)."""
+    return read_module_graph(head, (int(latent_dim),), "head")
+
+
+def read_module_graph(module: nn.Module, in_shape: tuple[int, ...], name: str) -> Graph:
+    """The graph IR of `module` (inputs of per-sample shape `in_shape`), checked against the
+    module at random inputs (float64, relative 1e-6); an op without a rule raises
+    UnsupportedLayerError naming it and its position under `name`."""
     from auditai.bounds.graph_engine import check_graph, read_graph
 
-    g = read_graph(head, (int(latent_dim),))
+    shape = tuple(int(s) for s in in_shape)
+    g = read_graph(module, shape, name)
     gen = torch.Generator().manual_seed(0)
-    pts = torch.randn(8, int(latent_dim), generator=gen, dtype=torch.float64)
-    check_graph(head, g, pts)
+    pts = torch.randn(8, *shape, generator=gen, dtype=torch.float64)
+    check_graph(module, g, pts, name)
     if any(not math.isfinite(float(t.detach().double().abs().max())) for n in g.nodes for t in n.consts.values()
            if t.is_floating_point() and t.numel()):
-        raise ModelFileError("the head has constants that are not finite")
+        raise ModelFileError(f"the {name} has constants that are not finite")
     return g

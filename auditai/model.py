@@ -8,7 +8,10 @@ input. `save_model` writes one zip archive whose members are
   class names, metadata (plain JSON);
 - ``tensors.safetensors``: the head's state tensors and the directions (safetensors: no pickle);
 - ``encoder/program.json`` + ``encoder/tensors.safetensors`` (and the same for ``decoder/``): a
-  `torch.export` program, its graph as JSON and its weights as safetensors.
+  `torch.export` program, its graph as JSON and its weights as safetensors;
+- an image classifier (`AuditModel(..., classifier=f)`, the black-box target of paper §2.2) as
+  its graph IR (``classifier_graph`` in the manifest, tensors in the safetensors member), like a
+  head that is not a chain: an op without a bound rule is refused at save.
 
 `load_model` rebuilds the head from the supported layer types only, and the encoder/decoder with
 `torch._export.serde.serialize.deserialize` fed with plain tensor dicts, after checking every graph
@@ -189,13 +192,15 @@ class AuditModel:
         *,
         input_shape: Sequence[int] | None = None,
         latent_dim: int | None = None,
+        classifier: nn.Module | None = None,
     ) -> None:
         if not isinstance(head, nn.Module):
             raise InputTypeError(f"head must be a torch.nn.Module, got {type(head).__name__}")
-        for part, m in (("encoder", encoder), ("decoder", decoder)):
+        for part, m in (("encoder", encoder), ("decoder", decoder), ("classifier", classifier)):
             if m is not None and not isinstance(m, nn.Module):
                 raise InputTypeError(f"{part} must be a torch.nn.Module or None, got {type(m).__name__}")
         self.head, self.encoder, self.decoder = head, encoder, decoder
+        self.classifier = classifier
         self.metadata: dict = dict(metadata or {})
         self.input_shape: tuple[int, ...] | None = (
             tuple(int(s) for s in input_shape) if input_shape is not None else None
@@ -229,11 +234,27 @@ class AuditModel:
                 raise ModelError(
                     f"encoder outputs codes of size {got} but the head takes d={self.latent_dim}"
                 )
+        self.image_shape: tuple[int, ...] | None = None
         if decoder is not None:
             try:
-                _probe(decoder, torch.zeros(2, self.latent_dim, dtype=dtype, device=device))
+                img = _probe(decoder, torch.zeros(2, self.latent_dim, dtype=dtype, device=device))
             except Exception as e:  # noqa: BLE001
                 raise ModelError(f"decoder does not accept latent codes of size d={self.latent_dim}: {e}") from None
+            self.image_shape = tuple(int(s) for s in img.shape[1:])
+        self.classifier_outputs: int | None = None
+        if classifier is not None:
+            shape = self.image_shape or self.input_shape
+            if shape is None:
+                raise ModelError("a classifier needs a decoder (or input_shape) to tell its input size: "
+                                 "pass AuditModel(..., decoder=g, classifier=f)")
+            try:
+                out = _probe(classifier, torch.zeros(2, *shape, dtype=dtype, device=device))
+            except Exception as e:  # noqa: BLE001
+                raise ModelError(f"classifier does not accept images of shape {shape} (the decoder's "
+                                 f"output): {e}") from None
+            if out.dim() != 2:
+                raise ModelError(f"classifier must output N×m scores, got shape {tuple(out.shape)} for 2 images")
+            self.classifier_outputs = int(out.shape[1])
 
         self.directions: dict[str, Tensor] = {}
         self.direction_descriptions: dict[str, str] = {}
@@ -325,6 +346,8 @@ class AuditModel:
             parts.append("encoder")
         if self.decoder is not None:
             parts.append("decoder")
+        if self.classifier is not None:
+            parts.append("classifier")
         if self.directions:
             parts.append(f"directions={sorted(self.directions)}")
         if self.dims:
@@ -487,6 +510,25 @@ def _model_members(model: AuditModel, example_input: Tensor | None, with_program
     }
     if graph is not None:
         manifest["head_graph"] = graph
+    if model.classifier is not None:
+        from auditai.graph_io import graph_to_data, read_module_graph
+
+        shape = model.image_shape or model.input_shape
+        cdata, ctensors = graph_to_data(read_module_graph(model.classifier, shape, "classifier"), "classifier_graph")
+        manifest["classifier_graph"] = cdata
+        manifest["version"] = FORMAT_VERSION
+        tensors.update(ctensors)
+        if model.decoder is not None:
+            # the decoder also as its graph IR when it has one: classifier∘decoder is then bounded
+            # after loading (an exported program can be run but not read back as a graph)
+            try:
+                ddata, dtensors = graph_to_data(read_module_graph(model.decoder, (model.latent_dim,), "decoder"),
+                                                "decoder_graph")
+            except (UnsupportedLayerError, ModelFileError):
+                ddata = None
+            if ddata is not None:
+                manifest["decoder_graph"] = ddata
+                tensors.update(dtensors)
     members = {
         MANIFEST: json.dumps(manifest, sort_keys=True, indent=1).encode(),
         TENSORS: st.save(tensors),
@@ -574,15 +616,24 @@ def _read_auditai_zip(zf: zipfile.ZipFile, where: str) -> AuditModel:
     else:
         head = build_head(man.get("head"), tensors, where)
     parts = {}
+    if man.get("classifier_graph") is not None:
+        from auditai.graph_io import graph_from_data
+
+        parts["classifier"] = graph_from_data(man["classifier_graph"], tensors, where, "classifier")
+    if man.get("decoder_graph") is not None:
+        from auditai.graph_io import graph_from_data
+
+        parts["decoder"] = graph_from_data(man["decoder_graph"], tensors, where, "decoder")
     for part in ("encoder", "decoder"):
-        if man.get(part):
+        if man.get(part) and part not in parts:
             if f"{part}/program.json" not in members:
                 raise ModelFileError(f"{where}: the manifest lists a {part} but {part}/program.json is missing")
             parts[part] = _import_module(members, part, where)
     try:
         directions = {n: (tensors[d["tensor"]], d.get("description", "")) for n, d in man.get("directions", {}).items()}
         model = AuditModel(
-            head, encoder=parts.get("encoder"), decoder=parts.get("decoder"), directions=directions,
+            head, encoder=parts.get("encoder"), decoder=parts.get("decoder"), classifier=parts.get("classifier"),
+            directions=directions,
             dims=man.get("dims") or {}, class_names=man.get("class_names"), metadata=man.get("metadata") or {},
             input_shape=man.get("input_shape"), latent_dim=man.get("latent_dim"),
         )
@@ -608,7 +659,7 @@ def _from_object(obj: Any, where: str) -> AuditModel:
     if isinstance(obj, nn.Module):
         return AuditModel(obj)
     if isinstance(obj, Mapping) and "head" in obj:
-        keys = {"head", "encoder", "decoder", "directions", "dims", "class_names", "metadata", "input_shape", "latent_dim"}
+        keys = {"head", "encoder", "decoder", "classifier", "directions", "dims", "class_names", "metadata", "input_shape", "latent_dim"}
         extra = sorted(set(obj) - keys)
         if extra:
             raise ModelFileError(f"{where}: unknown key(s) {extra}; expected some of {sorted(keys)}")

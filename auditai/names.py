@@ -42,6 +42,10 @@ DEFAULT_SPEC = "label"
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "float64")
 _PRECISION_SPELLINGS = {"fp32": "float32", "single": "float32", "fp64": "float64", "double": "float64"}
 
+#: what a unit test verifies: the latent head f_d, or the image classifier on the decoder's images
+TARGETS: tuple[str, ...] = ("head", "classifier")
+DEFAULT_TARGET = "head"
+
 #: latent set kinds, as a suite names them (`direction:`, `dims:`, `basis:`) and the sheet stores them
 SET_KINDS: tuple[str, ...] = ("direction", "dims", "basis")
 
@@ -80,6 +84,11 @@ def parse_precision_name(precision: object) -> str:
     """'auto', 'float32' or 'float64' (also fp32/single, fp64/double)."""
     v = _PRECISION_SPELLINGS.get(str(precision).strip().lower(), precision)
     return choose("precision", v, PRECISIONS)
+
+
+def parse_target(target: object) -> str:
+    """'head' or 'classifier' (what a unit test verifies; paper §2.3 and §2.2)."""
+    return choose("target", target, TARGETS)
 
 
 def parse_engine(engine: object) -> str:

@@ -29,6 +29,7 @@ SPECS = names.SPEC_KINDS  # the vocabulary lives in auditai.names
 METHODS = names.METHODS
 NORMS = names.NORM_NAMES
 SET_KEYS = names.SET_KINDS
+TARGETS = names.TARGETS
 THRESHOLD_KEYS = ("max_verified_error", "min_verified_accuracy")
 UNIT_TEST_KEYS = (
     "name",
@@ -40,12 +41,15 @@ UNIT_TEST_KEYS = (
     "spec",
     "method",
     "max_time",
+    "target",
     "description",
 )
-SUITE_KEYS = ("suite", "description", "model", "data", "train_data", "spec", "method", "engine", "unit_tests")
+SUITE_KEYS = ("suite", "description", "model", "data", "train_data", "spec", "method", "engine", "target",
+              "unit_tests")
 ENGINES = names.ENGINES
 DEFAULT_SPEC = names.DEFAULT_SPEC
 DEFAULT_METHOD = names.DEFAULT_METHOD
+DEFAULT_TARGET = names.DEFAULT_TARGET
 
 #: attribute the `unit_test` decorator sets on a function (the plugin reads it)
 TAG = "__auditai_unit_test__"
@@ -81,8 +85,9 @@ class UnitTest:
     `set` is `{"direction": name}`, `{"dims": [i, ...] or name}` or `{"basis": name}`.
     `eps` are gated (the threshold is checked at each), `report_eps` only measured; without
     a threshold the unit test is report-only (`has_gate` False): measured, never failed.
-    `spec`/`method` may be None in a decorator's test until the plugin fills the session
-    default (`with_defaults`). `path`/`line` locate the definition for error messages.
+    `spec`/`method`/`target` may be None in a decorator's test until the plugin fills the session
+    default (`with_defaults`). `target` is "head" (f_d on the latent set) or "classifier" (the
+    model's image classifier on the decoder's images of the latent set, paper §2.2). `path`/`line` locate the definition for error messages.
     """
 
     name: str
@@ -95,6 +100,7 @@ class UnitTest:
     spec: str | None = DEFAULT_SPEC
     method: str | None = None
     max_time: float | None = None  # seconds for method 'complete''s branch and bound (None: no limit)
+    target: str | None = None
     path: str | None = None
     line: int | None = None
     description: str | None = field(default=None, compare=False)
@@ -141,12 +147,14 @@ class UnitTest:
             return f"dims {list(value)}{n}"
         return f"{kind} '{value}'{n}"
 
-    def with_defaults(self, spec: str | None = None, method: str | None = None) -> "UnitTest":
-        """This test with a missing spec/method filled from the suite or session default."""
+    def with_defaults(self, spec: str | None = None, method: str | None = None,
+                      target: str | None = None) -> "UnitTest":
+        """This test with a missing spec/method/target filled from the suite or session default."""
         return dataclasses.replace(
             self,
             spec=self.spec or spec or DEFAULT_SPEC,
             method=self.method or method or DEFAULT_METHOD,
+            target=self.target or target or DEFAULT_TARGET,
         )
 
     def _error(self, message: str, key: str) -> SuiteError:
@@ -302,6 +310,7 @@ def make_unit_test(
         max_time = _check_number(max_time, err_for("max_time"), what="a number of seconds > 0")
         if max_time <= 0:
             raise err_for("max_time")(f"expected a number of seconds > 0, got {max_time!r}")
+    target = _named(names.parse_target, fields.get("target"), err_for("target"))
     desc = fields.get("description")
     return UnitTest(
         name=name,
@@ -314,6 +323,7 @@ def make_unit_test(
         spec=spec,
         method=method,
         max_time=max_time,
+        target=target,
         path=path,
         line=line,
         description=None if desc is None else str(desc),
@@ -412,6 +422,7 @@ def parse_suite(text: str, path: str | os.PathLike | None = None) -> Suite:
                       lambda m: err(m, top_lines.get("spec"), "spec")) or DEFAULT_SPEC
         method = _named(names.parse_method, top.get("method"), lambda m: err(m, top_lines.get("method"), "method"))
         engine = _named(names.parse_engine, top.get("engine"), lambda m: err(m, top_lines.get("engine"), "engine"))
+        target = _named(names.parse_target, top.get("target"), lambda m: err(m, top_lines.get("target"), "target"))
         if "unit_tests" not in top_nodes:
             raise err("the suite has no `unit_tests:` list; expected a list of unit tests "
                       "(name, direction/dims/basis, eps, max_verified_error)", 1, "unit_tests")
@@ -430,7 +441,8 @@ def parse_suite(text: str, path: str | os.PathLike | None = None) -> Suite:
                 raise err(f"{label}: name '{ut.name}' is already used by the unit test on line "
                           f"{seen[ut.name]}; names must be unique", lines.get("name", line), "name")
             seen[ut.name] = line
-            tests.append(dataclasses.replace(ut, spec=ut.spec or spec, method=ut.method or method))
+            tests.append(dataclasses.replace(ut, spec=ut.spec or spec, method=ut.method or method,
+                                             target=ut.target or target))
     finally:
         loader.dispose()
     name = top.get("suite") or (Path(spath).stem if spath else "suite")
@@ -486,6 +498,7 @@ def unit_test(
     min_verified_accuracy: float | None = None,
     spec: str | None = None,
     method: str | None = None,
+    target: str | None = None,
 ) -> Callable[[Callable], Callable]:
     """Declare a test function as a semantic unit test (the YAML fields as keywords).
 
@@ -503,7 +516,7 @@ def unit_test(
     kwargs = unit_test_fields(
         name=name, direction=direction, dims=dims, basis=basis, norm=norm, eps=eps,
         report_eps=report_eps, max_verified_error=max_verified_error,
-        min_verified_accuracy=min_verified_accuracy, spec=spec, method=method,
+        min_verified_accuracy=min_verified_accuracy, spec=spec, method=method, target=target,
     )
     unit_test_from_kwargs({"name": "unit_test", **kwargs})  # mistakes fail here, at decoration
 

@@ -65,6 +65,7 @@ class Counterexample:
     row_name: str
     margin: float
     outputs: list
+    image: list | None = None  # the decoded image g(z) (black-box target, auditai.blackbox)
 
 
 @dataclass
@@ -363,8 +364,11 @@ def verify(
         raise InputError(f"max_time must be a number of seconds > 0, got {max_time!r}")
     notes: list[str] = []
     use_line = complete and k == 1 and pl
+    # a graph (e.g. classifier∘decoder, auditai.blackbox) is deep and wide: its first bound pass
+    # uses CROWN, whose intermediate bounds decide far more there than CROWN-IBP's
+    graph_head = not foreign and bool(ops) and ops[0].kind == "graph"
     if split_method is None:
-        split_method = "crown-ibp" if k <= 3 else "crown"
+        split_method = "crown-ibp" if k <= 3 and not graph_head else "crown"
     if split_method not in ("crown-ibp", "crown", "alpha-crown"):
         raise InputError(f"split_method must be crown-ibp, crown or alpha-crown, got {split_method!r}")
     bmethod = split_method if complete else m_key

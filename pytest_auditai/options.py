@@ -20,6 +20,7 @@ DATA = "--auditai-data"
 TRAIN_DATA = "--auditai-train-data"
 DEVICE = "--auditai-device"
 METHOD = "--auditai-method"
+TARGET = "--auditai-target"
 ENGINE = "--auditai-engine"
 PRECISION = "--auditai-precision"
 REPORT = "--auditai-report"
@@ -35,6 +36,7 @@ DEFAULT_BASELINE_TOLERANCE = 0.01
 METHODS = names.METHODS  # the vocabulary lives in auditai.names
 ENGINES = names.ENGINES
 PRECISIONS = names.PRECISIONS
+TARGETS = names.TARGETS
 REPORT_SUFFIXES = (".json", ".md", ".html")
 MARKER = "auditai"
 
@@ -61,6 +63,7 @@ def parse_device(value: str) -> str:
 parse_method = names.arg_type(names.parse_method, "method")
 parse_engine = names.arg_type(names.parse_engine, "engine")
 parse_precision = names.arg_type(names.parse_precision_name, "precision")
+parse_target = names.arg_type(names.parse_target, "target")
 
 
 def parse_report(value: str) -> str:
@@ -102,6 +105,10 @@ _OPTIONS: list[tuple[str, str, Any, str, dict]] = [
     (METHOD, "string", None,
      f"default bound method for unit tests that name none: {', '.join(METHODS)} "
      f"(default: {names.DEFAULT_METHOD})", {"metavar": "METHOD", "type": parse_method}),
+    (TARGET, "string", None,
+     "default target for unit tests that name none: head (f_d on the latent set) or classifier "
+     "(the model's image classifier on the decoder's images, paper §2.2) (default: head)",
+     {"metavar": "TARGET", "type": parse_target}),
     (ENGINE, "string", "auditai",
      f"bound engine: {' or '.join(ENGINES)} (default: {names.DEFAULT_ENGINE})",
      {"metavar": "ENGINE", "type": parse_engine}),
@@ -138,7 +145,8 @@ def add_options(parser: Any) -> None:
                   help=f"how much a verified error may grow over {BASELINE} (default {DEFAULT_BASELINE_TOLERANCE})")
 
 
-_PARSERS = {DEVICE: parse_device, METHOD: parse_method, ENGINE: parse_engine, PRECISION: parse_precision}
+_PARSERS = {DEVICE: parse_device, METHOD: parse_method, ENGINE: parse_engine, PRECISION: parse_precision,
+            TARGET: parse_target}
 
 
 def get_option(config: Any, option: str) -> Any:

@@ -38,11 +38,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{opt.MARKER}(name=None, *, direction|dims|basis, eps, norm='inf', report_eps=(), "
-        "max_verified_error|min_verified_accuracy, spec, method): a semantic unit test; the "
+        "max_verified_error|min_verified_accuracy, spec, method, target): a semantic unit test; the "
         "plugin verifies it, gates it and passes the result as the auditai_result fixture",
     )
     try:  # ini values are validated as their flags are, before anything runs
-        for option in (opt.DEVICE, opt.METHOD, opt.ENGINE, opt.PRECISION, opt.REPORT):
+        for option in (opt.DEVICE, opt.METHOD, opt.TARGET, opt.ENGINE, opt.PRECISION, opt.REPORT):
             opt.get_option(config, option)
         opt.parse_tolerance(config.getini(opt.INI_BASELINE_TOLERANCE))
     except Exception as e:

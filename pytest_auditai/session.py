@@ -181,17 +181,20 @@ class AuditaiSession:
         """Verify `ut` at all its ε once per run (cached by key) and record its rows."""
         if key in self._results:
             return self._results[key]
+        from auditai.blackbox import attach_images, target_module
         from auditai.verify import verify
 
-        ut = ut.with_defaults(method=self.option(opt.METHOD))
+        ut = ut.with_defaults(method=self.option(opt.METHOD), target=self.option(opt.TARGET))
         model = self.model(model_source)
+        fn = target_module(model, ut.target, f"unit test '{ut.name}'")
         data = self.data(data_source, model_source)
         kind = ut.set_kind(model)
         result = verify(
-            model.head, data.z, data.y, kind, list(ut.all_eps), spec=ut.spec, method=ut.method,
+            fn, data.z, data.y, kind, list(ut.all_eps), spec=ut.spec, method=ut.method,
             device=self.device, engine=self.engine(engine), precision=self.precision,
             max_time=getattr(ut, "max_time", None),
         )
+        attach_images(result, model, ut.target)
         self._results[key] = result
         self.entries[key] = Entry(
             key=key, suite=suite, unit_test=unit_test_dict(ut), rows=rows_for(ut, result),
@@ -216,7 +219,7 @@ class AuditaiSession:
 
     def check(self, key: str, ut: Any, result: Any, eps: float, item: pytest.Item) -> None:
         """Record JUnit properties for ε and raise AuditaiFailure when the gate or baseline fails."""
-        ut = ut.with_defaults(method=self.option(opt.METHOD))
+        ut = ut.with_defaults(method=self.option(opt.METHOD), target=self.option(opt.TARGET))
         i = eps_index(list(result.eps), eps)
         ve = float(result.verified_error[i])
         sfx = "" if len(ut.eps) == 1 or not isinstance(item, pytest.Function) else f"[eps={eps}]"

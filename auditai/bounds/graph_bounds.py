@@ -351,6 +351,10 @@ def _kink_at_zero(n: Node) -> bool:
     return n.op == "relu" or (n.op == "leaky_relu" and 0.0 <= float(n.attrs["slope"]) <= 1.0)
 
 
+# bytes of backward coefficients per block of intermediate rows (CROWN's intermediate bounds)
+_ROW_BLOCK_BYTES = 1 << 28
+
+
 def _identity_rows(shape, dtype, device) -> Tensor:
     D = num_elements(shape)
     eye = torch.eye(D, dtype=dtype, device=device)
@@ -382,33 +386,36 @@ def bound_graph(g: Graph, im: InputMap, C: Optional[Tensor], method: str,
     tighten = None
     if method == "crown":
         consumers = g.consumers()
+        widest = max(num_elements(nd.shape) for nd in g.nodes)
 
         def tighten(j: int) -> Interval:
             """CROWN bounds of node j (its relaxations so far) intersected with its IBP interval.
 
-            Where node j feeds only ReLU-like nodes (kink at 0), only the neurons its IBP interval
-            leaves unstable in some sample get CROWN rows (as auto_LiRPA does): a stable neuron's
-            relaxation is its exact linear piece whatever its interval."""
+            Only the elements whose bounds can matter get CROWN rows: those of nonzero width, and
+            where node j feeds only ReLU-like nodes (kink at 0), only the neurons its IBP interval
+            leaves unstable in some sample (as auto_LiRPA does: a stable neuron's relaxation is its
+            exact linear piece whatever its interval). Rows go in blocks, so no identity of the
+            node's full size (an image, say) is built at once; the bounds equal the full identity's."""
             l_ibp, u_ibp = ivs[j]
-            shape = g.nodes[j].shape
             lf, uf = l_ibp.flatten(1), u_ibp.flatten(1)
-            rows = None
+            shape = g.nodes[j].shape
+            need = (uf > lf).any(dim=0)
             if consumers[j] and all(_kink_at_zero(g.nodes[c]) for c in consumers[j]):
-                rows = ((lf < 0) & (uf > 0)).any(0).nonzero().squeeze(1)
-                if rows.numel() == 0:
-                    return l_ibp, u_ibp
-            eye = torch.eye(num_elements(shape), dtype=l_ibp.dtype, device=l_ibp.device)
-            if rows is not None:
-                eye = eye[rows]
-            K = eye.shape[0]
-            bnd = backward_bound(g, j, torch.cat([eye, -eye]).reshape(1, 2 * K, *shape), rel, im)
-            if rows is None:
-                nl = torch.maximum(lf, bnd[:, :K])
-                nu = torch.maximum(torch.minimum(uf, -bnd[:, K:]), nl)
-            else:
-                nl, nu = lf.clone(), uf.clone()
-                nl[:, rows] = torch.maximum(lf[:, rows], bnd[:, :K])
-                nu[:, rows] = torch.maximum(torch.minimum(uf[:, rows], -bnd[:, K:]), nl[:, rows])
+                need &= ((lf < 0) & (uf > 0)).any(dim=0)
+            sel = need.nonzero().flatten()
+            if sel.numel() == 0:
+                return l_ibp, u_ibp
+            nl, nu = lf.clone(), uf.clone()
+            block = max(1, _ROW_BLOCK_BYTES // max(1, 2 * lf.shape[0] * widest * lf.element_size()))
+            for s0 in range(0, sel.numel(), block):
+                idx = sel[s0:s0 + block]
+                r = idx.numel()
+                rows = torch.zeros(r, lf.shape[1], dtype=lf.dtype, device=lf.device)
+                rows[torch.arange(r, device=lf.device), idx] = 1.0
+                A = torch.cat([rows, -rows]).reshape(1, 2 * r, *shape)
+                bnd = backward_bound(g, j, A, rel, im)
+                nl[:, idx] = torch.maximum(lf[:, idx], bnd[:, :r])
+                nu[:, idx] = torch.maximum(torch.minimum(uf[:, idx], -bnd[:, r:]), nl[:, idx])
             return nl.reshape(l_ibp.shape), nu.reshape(u_ibp.shape)
     ibp_graph(g, im, tighten, ivs)
     if C is None:

@@ -20,6 +20,7 @@ def single_test(args: argparse.Namespace) -> Any:
         "norm": args.norm, "eps": args.eps, "report_eps": args.report_eps or None,
         "max_verified_error": args.max_verified_error,
         "min_verified_accuracy": args.min_verified_accuracy, "spec": args.spec, "method": args.method,
+        "target": getattr(args, "target", None),
     }.items() if v is not None}
     ut = make_unit_test(fields, where="command line")
     return Suite(name=args.name, path=None, model=None, data=None, spec=ut.spec or "label",

@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", type=names.arg_type(names.parse_method, "method"),
                         help=f"default method: {', '.join(names.METHODS)}")
     parser.add_argument("--engine", default=None, choices=names.ENGINES, type=_engine,
+    parser.add_argument("--target", default=None, choices=("head", "classifier"),
+                        help="default target of unit tests that name none: head (default) or classifier "
+                             "(the model's image classifier on the decoder's images)")
                         help="auditai (default) or auto_lirpa (for heads with layers ours rejects); "
                              "overrides the suite's `engine:`")
     parser.add_argument("--precision", default=None, choices=("float32", "float64"),
@@ -95,16 +98,20 @@ def run(args: argparse.Namespace) -> int:
     if suite is None:
         suite = _single_test(args)
     from auditai import gate
+    from auditai.blackbox import attach_images, target_module
     from auditai.verify import verify
 
     engine = args.engine or suite.engine or "auditai"
     table, entries, failures = [], [], []
     for ut in suite.unit_tests:
-        ut = ut.with_defaults(spec=suite.spec, method=args.method or suite.method)
+        ut = ut.with_defaults(spec=suite.spec, method=args.method or suite.method,
+                              target=getattr(args, "target", None))
         kind = ut.set_kind(model)
-        result = verify(model.head, data.z, data.y, kind, list(ut.all_eps), spec=ut.spec,
+        fn = target_module(model, ut.target, f"unit test '{ut.name}'")
+        result = verify(fn, data.z, data.y, kind, list(ut.all_eps), spec=ut.spec,
                         method=ut.method, device=device, engine=engine,
                         precision=getattr(args, "precision", None), max_time=ut.max_time)
+        attach_images(result, model, ut.target)
         entries.append((ut, result, kind))
         rows, failed_here = gate.result_rows(ut, result)
         table += rows

@@ -50,6 +50,8 @@ def unit_test_fields(ut: Any) -> dict:
             out[k] = getattr(ut, k)
     if ut.description:
         out["description"] = ut.description
+    if getattr(ut, "target", None) not in (None, "head"):  # head targets: manifests as before
+        out["target"] = ut.target
     return out
 
 
@@ -67,7 +69,8 @@ def _load(args: argparse.Namespace):
                          path=suite.path)
     model = load_model(model_src, trust_pickle=args.trust_pickle)
     data = load_data(data_src, model, device="cpu")
-    tests = [ut.with_defaults(spec=suite.spec, method=args.method or suite.method) for ut in suite.unit_tests]
+    tests = [ut.with_defaults(spec=suite.spec, method=args.method or suite.method, target=getattr(args, "target", None))
+             for ut in suite.unit_tests]
     engine = args.engine or suite.engine or "auditai"
     return suite, tests, model, data, engine, (model_src, data_src)
 
@@ -109,13 +112,15 @@ def _tests_from_manifest(manifest: dict) -> list:
 def verify_chunk(c: Chunk, ut: Any, model: Any, data: Any, engine: str, device: str,
                  precision: str | None = None) -> dict:
     """The record of one chunk: samples [start, stop) of unit test `ut`, attack seeded by chunk."""
+    from auditai.blackbox import target_module
     from auditai.verify import verify
 
     kind = ut.set_kind(model)
+    fn = target_module(model, ut.target, f"unit test '{ut.name}'")
     z = data.z[c.start:c.stop]
     y = None if data.y is None else data.y[c.start:c.stop]
     seed = chunk_seed(ut.name, c.k)
-    res = verify(model.head, z, y, kind, list(ut.all_eps), spec=ut.spec, method=ut.method,
+    res = verify(fn, z, y, kind, list(ut.all_eps), spec=ut.spec, method=ut.method,
                  device=device, engine=engine, seed=seed, precision=precision,
                  max_time=getattr(ut, "max_time", None))
     return {"unit_test": ut.name, "k": c.k, "start": c.start, "stop": c.stop, "seed": seed,
