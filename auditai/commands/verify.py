@@ -22,10 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--method", type=names.arg_type(names.parse_method, "method"),
                         help=f"default method: {', '.join(names.METHODS)}")
-    parser.add_argument("--engine", default=None, choices=names.ENGINES, type=_engine,
-    parser.add_argument("--target", default=None, choices=("head", "classifier"),
+    parser.add_argument("--target", default=None, choices=names.TARGETS,
                         help="default target of unit tests that name none: head (default) or classifier "
                              "(the model's image classifier on the decoder's images)")
+    parser.add_argument("--engine", default=None, choices=names.ENGINES, type=_engine,
                         help="auditai (default) or auto_lirpa (for heads with layers ours rejects); "
                              "overrides the suite's `engine:`")
     parser.add_argument("--precision", default=None, choices=("float32", "float64"),
