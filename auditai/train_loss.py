@@ -76,6 +76,14 @@ def _eps_list(eps, n_sets: int, names: Sequence[str]) -> list[float]:
     return vals
 
 
+def _trainable(method: str) -> None:
+    """Certified losses need bounds with gradients in the weights; α-CROWN's optimized slopes are
+    detached (they are chosen per batch), so it verifies but does not train."""
+    if method == "alpha-crown":
+        raise InputError("certified training takes method ibp, crown-ibp or crown, not alpha-crown "
+                         "(its optimized slopes carry no gradient to the weights); verify with alpha-crown")
+
+
 def _mixed_lower(bound_fn: Callable[[str], Tensor], method: str, beta: float) -> Tensor:
     """Lower bound by `method`; for crown-ibp the β-mix with IBP (both sound, so is the mix)."""
     if method != "crown-ibp" or beta >= 1.0:
@@ -122,6 +130,7 @@ def certified_loss(
         The scalar loss (and the parts). At ε = 0 it equals `F.cross_entropy(head(z), y)`.
     """
     method = parse_method(method)
+    _trainable(method)
     if reduction not in ("mean", "sum"):
         raise InputError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     sets = _named_sets(latent)
@@ -165,6 +174,7 @@ def pixel_certified_loss(
     This is the pixel-space baseline of paper Table 2 (standard CROWN-IBP certified training).
     """
     method = parse_method(method)
+    _trainable(method)
     y = torch.as_tensor(y).long().flatten()
     out = module(x)
     C = label_rows(y, out.shape[1], out.dtype)

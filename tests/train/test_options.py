@@ -60,3 +60,16 @@ def test_unknown_option_is_a_type_error_naming_it():
 def test_fit_pixel_keeps_its_own_defaults():
     assert FitOptions.build(None, {}, "fit_pixel", batch_size=128, eval_limit=500).batch_size == 128
     assert FitOptions().batch_size == 256 and FitOptions().eval_limit == 2000
+
+
+def test_certified_training_refuses_alpha_crown():
+    """α-CROWN's slopes are detached: a loss on its bounds would train nothing, so it is refused."""
+    import torch
+    from auditai.errors import InputError
+    from auditai.latent import Dims
+    from auditai.train_loss import certified_loss
+
+    head = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    z, y = torch.randn(5, 3), torch.randint(0, 2, (5,))
+    with pytest.raises(InputError, match="alpha-crown"):
+        certified_loss(head, z, y, Dims([0]), 0.1, method="alpha-crown")
