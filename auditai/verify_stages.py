@@ -220,7 +220,7 @@ class Problem:
     split_method: str
     max_radius: float
     chunk: int
-    bnd: "_Bounder"
+    bnd: _Bounder
     dev: torch.device
 
 
