@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from auditai.bounds.graph import Graph, apply
-from auditai.bounds.graph_bounds import _windows
+from auditai.bounds.maxpool import windows
 
 MAX_MAXPOOL_ROUNDS = 64
 
@@ -74,7 +74,7 @@ def _refine_level(vals, src: int, level: float, sid: Tensor, t: Tensor):
 def _refine_maxpool(vals, node, src: int, sid: Tensor, t: Tensor):
     """Insert the points where the argmax of a window switches between neighbours."""
     for _ in range(MAX_MAXPOOL_ROUNDS):
-        w = _windows(vals[src], node.attrs, float("-inf"))         # (P, C, K, Q)
+        w = windows(vals[src], node.attrs, float("-inf"))         # (P, C, K, Q)
         arg = w.argmax(2)                                           # (P, C, Q)
         P = w.shape[0]
         a_l, b_r = arg[:-1], arg[1:]
