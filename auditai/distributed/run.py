@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from auditai.distributed import group as grp
+from auditai.distributed.chunkfile import encode_chunk
 from auditai.distributed.shard import (
     DEFAULT_CHUNK_SIZE,
     MANIFEST_SCHEMA,
     RESULTS_SCHEMA,
     Chunk,
     RunFolder,
+    TMP_SUFFIX,
     RunFolderError,
     canonical_json,
     chunk_seed,
@@ -107,8 +109,9 @@ def _tests_from_manifest(manifest: dict) -> list:
 
 # --------------------------------------------------------------------------- one chunk
 def verify_chunk(c: Chunk, ut: Any, model: Any, data: Any, engine: str, device: str,
-                 precision: str | None = None) -> dict:
-    """The record of one chunk: samples [start, stop) of unit test `ut`, attack seeded by chunk."""
+                 precision: str | None = None) -> bytes:
+    """The chunk file of one chunk (`chunkfile.encode_chunk`): samples [start, stop) of unit
+    test `ut`, attack seeded by chunk."""
     from auditai.verify import verify
 
     kind = ut.set_kind(model)
@@ -117,8 +120,8 @@ def verify_chunk(c: Chunk, ut: Any, model: Any, data: Any, engine: str, device: 
     seed = chunk_seed(ut.name, c.k)
     res = verify(model.head, z, y, kind, list(ut.all_eps), spec=ut.spec, method=ut.method,
                  device=device, engine=engine, seed=seed, precision=precision)
-    return {"unit_test": ut.name, "k": c.k, "start": c.start, "stop": c.stop, "seed": seed,
-            "result": res.to_dict()}
+    return encode_chunk({"unit_test": ut.name, "k": c.k, "start": c.start, "stop": c.stop, "seed": seed},
+                        res)
 
 
 # --------------------------------------------------------------------------- the command
@@ -210,8 +213,11 @@ def merge_folder(folder: RunFolder, *, model: Any = None, data: Any = None, repo
     """Merge DIR's chunks (every (unit test, sample) exactly once), write DIR/results.json,
     DIR/sheet.json and `reports`; returns the SpecSheet. Loads the model and data from the
     manifest's sources when not given (and checks their hashes)."""
+    import torch
+
     from auditai.sheet import SheetEntry, SpecSheet
-    from auditai.verify import VerificationResult
+    from auditai.sheet.entry import MAX_COUNTEREXAMPLES_PER_EPS
+    from auditai.verify import Counterexample, VerificationResult
 
     manifest = folder.read_manifest()
     if manifest is None:
@@ -231,18 +237,19 @@ def merge_folder(folder: RunFolder, *, model: Any = None, data: Any = None, repo
         train_codes = load_data(manifest["train_data_source"], model, device="cpu").z
     entries, out_tests = [], []
     for ut in tests:
-        recs = [folder.read_chunk(c) for c in chunks if c.name == ut.name]
-        for c, r in zip([c for c in chunks if c.name == ut.name], recs):
-            if r.get("unit_test") != ut.name or int(r.get("k", -1)) != c.k:
-                raise RunFolderError(f"{folder.chunk_path(c)}: holds chunk {r.get('k')} of "
-                                     f"'{r.get('unit_test')}', expected chunk {c.k} of '{ut.name}'")
-        merged = merge_results(recs, manifest["n"], ut.name)
-        result = VerificationResult.from_dict(merged)
+        m = merge_results([folder.read_chunk(c) for c in chunks if c.name == ut.name], manifest["n"], ut.name)
+        # the sheet keeps the few most violated counterexamples per ε, results.json the worst one:
+        # only those become objects (the chunk files keep them all)
+        few = m.counterexample_dicts(m.top_per_eps(MAX_COUNTEREXAMPLES_PER_EPS))
+        result = VerificationResult(**m.fields, verdicts=m.verdicts, certified_radius=m.radius,
+                                    counterexamples=[Counterexample(**c) for c in few])
         kind = ut.set_kind(model)
         entry = SheetEntry.from_result(ut, result, kind, model=model, train_codes=train_codes,
                                        train_source=manifest.get("train_data_source"))
         entries.append(entry)
-        stored = {**merged, "counterexamples": worst_per_eps(merged["counterexamples"])}
+        stored = {**m.fields, "verdicts": m.verdicts.to(torch.int64).tolist(),
+                  "certified_radius": None if m.radius is None else m.radius.tolist(),
+                  "counterexamples": worst_per_eps(few)}
         out_tests.append({"unit_test": unit_test_fields(ut), "result": stored, "sheet": entry.to_dict()})
     dev = device or (out_tests[0]["result"].get("device") if out_tests else "cpu")
     sheet = SpecSheet.from_results(entries, model=model, data=data, device=dev,
@@ -253,7 +260,7 @@ def merge_folder(folder: RunFolder, *, model: Any = None, data: Any = None, repo
         "data": {"source": manifest.get("data_source"), "content_hash": manifest.get("data_sha256"),
                  "n": manifest["n"]},
         "unit_tests": out_tests,
-    })
+    }, indent=None)
     sheet.to_json(folder.sheet_path)
     for path in reports or ():
         sheet.write(path, model=model, codes=data.z)
@@ -276,7 +283,8 @@ def _stray_chunks(folder: RunFolder, chunks: list[Chunk]) -> list[Path]:
     expected = {folder.chunk_path(c) for c in chunks}
     if not folder.chunks_dir.exists():
         return []
-    return sorted(p for p in folder.chunks_dir.rglob("*.json") if p not in expected)
+    return sorted(p for p in folder.chunks_dir.rglob("*") if p.is_file() and not p.name.endswith(TMP_SUFFIX)
+                  and p not in expected)
 
 
 def _model_data(manifest: dict, model: Any, data: Any) -> tuple[Any, Any]:
