@@ -27,13 +27,16 @@ from auditai.distributed.shard import (
     Chunk,
     RunFolder,
     TMP_SUFFIX,
+    ArrayText,
     RunFolderError,
     canonical_json,
     chunk_seed,
     manifest_differences,
+    floats_json,
     merge_results,
     plan,
     sha256_text,
+    verdicts_json,
     write_json_atomic,
 )
 from auditai.errors import AuditaiError, SuiteError
@@ -133,7 +136,7 @@ def run_sharded(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     g = grp.init_group(_device_arg(args.device), timeout_s=float(getattr(args, "dist_timeout", 1800.0)))
     try:
-        return _run(args, g, t0)
+        return _run(args, g, t0, time.perf_counter() - t0)
     finally:
         g.close()
 
@@ -149,7 +152,7 @@ def _device_arg(name: str) -> str:
     return name or "auto"
 
 
-def _run(args: argparse.Namespace, g: grp.Group, t0: float) -> int:
+def _run(args: argparse.Namespace, g: grp.Group, t0: float, group_s: float = 0.0) -> int:
     import torch
 
     folder = RunFolder(args.out)
@@ -189,8 +192,11 @@ def _run(args: argparse.Namespace, g: grp.Group, t0: float) -> int:
         rec = verify_chunk(c, by_name[c.name], model, data, engine, g.device,
                            manifest.get("precision"))
         folder.write_chunk(c, rec, before_replace=grp.fault_hook_for_tests(g.rank, i))
-    compute_s = time.perf_counter() - t_compute
-    stats = g.all_gather({"rank": g.rank, "computed": len(mine), "compute_s": compute_s})
+    t_done = time.perf_counter()
+    compute_s = t_done - t_compute
+    stats = g.all_gather({"rank": g.rank, "computed": len(mine), "compute_s": compute_s,
+                          "setup_s": t_compute - t0, "group_s": group_s, "start_s": grp.process_age_s() - (t_done - t0)})
+    wait_s = time.perf_counter() - t_done
     if g.rank != 0:
         return 0
     t_merge = time.perf_counter()
@@ -201,6 +207,11 @@ def _run(args: argparse.Namespace, g: grp.Group, t0: float) -> int:
         "pending": len(pending), "computed": [s["computed"] for s in stats],
         "compute_s": [round(s["compute_s"], 4) for s in stats], "merge_s": round(merge_s, 4),
         "wall_s": round(time.perf_counter() - t0, 4), "threads": threads,
+        # where the rest of the wall goes: interpreter + imports before the command started,
+        # group/model/data/plan set-up, rank 0's wait for the slowest rank
+        "start_s": [round(s["start_s"], 3) for s in stats], "setup_s": [round(s["setup_s"], 4) for s in stats],
+        "group_s": [round(s["group_s"], 4) for s in stats],
+        "wait_s": round(wait_s, 4),
     })
     print(f"auditai verify: {len(chunks)} chunks of {manifest['chunk_size']} samples, "
           f"{len(chunks) - len(pending)} done before, {len(pending)} computed by {g.world_size} rank(s) "
@@ -213,8 +224,6 @@ def merge_folder(folder: RunFolder, *, model: Any = None, data: Any = None, repo
     """Merge DIR's chunks (every (unit test, sample) exactly once), write DIR/results.json,
     DIR/sheet.json and `reports`; returns the SpecSheet. Loads the model and data from the
     manifest's sources when not given (and checks their hashes)."""
-    import torch
-
     from auditai.sheet import SheetEntry, SpecSheet
     from auditai.sheet.entry import MAX_COUNTEREXAMPLES_PER_EPS
     from auditai.verify import Counterexample, VerificationResult
@@ -235,7 +244,7 @@ def merge_folder(folder: RunFolder, *, model: Any = None, data: Any = None, repo
         from auditai.data import load_data
 
         train_codes = load_data(manifest["train_data_source"], model, device="cpu").z
-    entries, out_tests = [], []
+    entries, out_tests, arrays = [], [], ArrayText()
     for ut in tests:
         m = merge_results([folder.read_chunk(c) for c in chunks if c.name == ut.name], manifest["n"], ut.name)
         # the sheet keeps the few most violated counterexamples per ε, results.json the worst one:
@@ -247,8 +256,8 @@ def merge_folder(folder: RunFolder, *, model: Any = None, data: Any = None, repo
         entry = SheetEntry.from_result(ut, result, kind, model=model, train_codes=train_codes,
                                        train_source=manifest.get("train_data_source"))
         entries.append(entry)
-        stored = {**m.fields, "verdicts": m.verdicts.to(torch.int64).tolist(),
-                  "certified_radius": None if m.radius is None else m.radius.tolist(),
+        stored = {**m.fields, "verdicts": arrays.put(verdicts_json(m.verdicts)),
+                  "certified_radius": None if m.radius is None else arrays.put(floats_json(m.radius)),
                   "counterexamples": worst_per_eps(few)}
         out_tests.append({"unit_test": unit_test_fields(ut), "result": stored, "sheet": entry.to_dict()})
     dev = device or (out_tests[0]["result"].get("device") if out_tests else "cpu")
@@ -260,7 +269,7 @@ def merge_folder(folder: RunFolder, *, model: Any = None, data: Any = None, repo
         "data": {"source": manifest.get("data_source"), "content_hash": manifest.get("data_sha256"),
                  "n": manifest["n"]},
         "unit_tests": out_tests,
-    }, indent=None)
+    }, indent=None, raw=arrays.raw)
     sheet.to_json(folder.sheet_path)
     for path in reports or ():
         sheet.write(path, model=model, codes=data.z)

@@ -57,12 +57,52 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def write_json_atomic(path: Path, obj: Any, indent: int | None = 1) -> None:
+def write_json_atomic(path: Path, obj: Any, indent: int | None = 1, raw: dict[str, str] | None = None) -> None:
     """Write JSON via a temporary file in the same folder and `os.replace` (atomic on POSIX).
-    `indent=None` writes compact JSON with the C encoder (large files: results.json)."""
+    `indent=None` writes compact JSON with the C encoder (large files: results.json); `raw` maps
+    placeholder strings in `obj` to JSON texts put in their place (see `ArrayText`)."""
     sep = None if indent is not None else (",", ":")
-    text = json.dumps(obj, indent=indent, separators=sep, ensure_ascii=False, allow_nan=False) + "\n"
-    write_bytes_atomic(path, text.encode("utf-8"))
+    text = json.dumps(obj, indent=indent, separators=sep, ensure_ascii=False, allow_nan=False)
+    for token, value in (raw or {}).items():
+        quoted = json.dumps(token)
+        if text.count(quoted) != 1:
+            raise AssertionError(f"placeholder {token} found {text.count(quoted)} times")
+        text = text.replace(quoted, value)
+    write_bytes_atomic(path, (text + "\n").encode("utf-8"))
+
+
+class ArrayText:
+    """Per-sample arrays rendered as JSON text without a Python object per sample, for
+    `write_json_atomic(..., raw=)`: `put(text)` returns a unique placeholder string."""
+
+    def __init__(self) -> None:
+        self.raw: dict[str, str] = {}
+        self._tag = os.urandom(8).hex()
+
+    def put(self, text: str) -> str:
+        token = f"@auditai-array-{self._tag}-{len(self.raw)}@"
+        self.raw[token] = text
+        return token
+
+
+def verdicts_json(v: torch.Tensor) -> str:
+    """The JSON text of `v.tolist()` for an (n, E) verdict matrix of −1/0/+1: each row's
+    pattern is looked up in a table of the 3^E rows (plain `json.dumps` when E > 8)."""
+    n, E = v.shape
+    v = v.to(torch.int64)
+    if E > 8 or not bool(((v >= -1) & (v <= 1)).all()):
+        return json.dumps(v.tolist(), separators=(",", ":"))
+    code = ((v + 1) * (3 ** torch.arange(E, dtype=torch.int64))).sum(1)
+    table = ["[" + ",".join(str((c // 3 ** j) % 3 - 1) for j in range(E)) + "]" for c in range(3 ** E)]
+    return "[" + ",".join(map(table.__getitem__, code.tolist())) + "]"
+
+
+def floats_json(x: torch.Tensor) -> str:
+    """The JSON text of `x.tolist()` for a 1-D float tensor (repr of each float, as `json`
+    writes them); non-finite values are refused as `json.dumps(allow_nan=False)` refuses them."""
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("Out of range float values are not JSON compliant")
+    return "[" + ",".join(map(float.__repr__, x.to(torch.float64).tolist())) + "]"
 
 
 def write_bytes_atomic(path: Path, data: bytes, before_replace=None) -> None:
