@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from auditai.distributed.chunkfile import decode_chunk, encode_chunk
-from auditai.distributed.shard import MANIFEST_SCHEMA, RunFolder, RunFolderError, merge_results, plan
+from auditai.distributed.shard import (MANIFEST_SCHEMA, RunFolder, RunFolderError, floats_json, merge_results, plan,
+                                      verdicts_json)
 from auditai.model import load_model
 from auditai.verify import verify
 
@@ -116,3 +117,15 @@ def test_an_old_format_run_folder_is_refused(run, tiny_dir, capsys):
         assert cli(args, tiny_dir) == 2
         err = capsys.readouterr().err
         assert "a run folder of an older auditai" in err and "new --out folder" in err
+
+
+def test_array_texts_read_back_as_json_dumps_would_write_them():
+    g = torch.Generator().manual_seed(3)
+    for E in (1, 2, 3, 9):
+        v = torch.randint(-1, 2, (257, E), generator=g, dtype=torch.int8)
+        assert json.loads(verdicts_json(v)) == v.tolist()
+    x = torch.cat([torch.rand(100, generator=g, dtype=torch.float64) * 10.0 ** torch.randint(-300, 300, (100,), generator=g).double(),
+                   torch.tensor([0.1, -0.0, 5e-324, 1.0, 2.0 ** 60])])
+    assert floats_json(x) == json.dumps(x.tolist(), separators=(",", ":"))
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        floats_json(torch.tensor([1.0, float("nan")]))
