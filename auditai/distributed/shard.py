@@ -88,7 +88,7 @@ class ArrayText:
 def verdicts_json(v: torch.Tensor) -> str:
     """The JSON text of `v.tolist()` for an (n, E) verdict matrix of −1/0/+1: each row's
     pattern is looked up in a table of the 3^E rows (plain `json.dumps` when E > 8)."""
-    n, E = v.shape
+    E = v.shape[1]
     v = v.to(torch.int64)
     if E > 8 or not bool(((v >= -1) & (v <= 1)).all()):
         return json.dumps(v.tolist(), separators=(",", ":"))

@@ -13,8 +13,15 @@ import pytest
 import torch
 
 from auditai.distributed.chunkfile import decode_chunk, encode_chunk
-from auditai.distributed.shard import (MANIFEST_SCHEMA, RunFolder, RunFolderError, floats_json, merge_results, plan,
-                                      verdicts_json)
+from auditai.distributed.shard import (
+    MANIFEST_SCHEMA,
+    RunFolder,
+    RunFolderError,
+    floats_json,
+    merge_results,
+    plan,
+    verdicts_json,
+)
 from auditai.model import load_model
 from auditai.verify import verify
 
