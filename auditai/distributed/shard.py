@@ -359,10 +359,13 @@ def merge_results(records: Sequence[ChunkData], n: int, name: str) -> MergedTest
             radius[s:e] = t["certified_radius"]
         m = rec.n_cex
         if m:
-            local = t["cex_sample"]
-            if bool(((local < 0) | (local >= e - s)).any()) or bool(((t["cex_eps_index"] < 0) |
-                                                                     (t["cex_eps_index"] >= E)).any()):
-                raise RunFolderError(f"{where} has a counterexample outside its samples or ε list")
+            local, names = t["cex_sample"], t.get("cex_row_name")
+            if (any(t.get(f"cex_{f}") is None or t[f"cex_{f}"].shape[0] != m for f in CEX_FIELDS)
+                    or bool(((local < 0) | (local >= e - s)).any())
+                    or bool(((t["cex_eps_index"] < 0) | (t["cex_eps_index"] >= E)).any())
+                    or bool(((names < 0) | (names >= len(h["row_names"]))).any())):
+                raise RunFolderError(f"{where} has counterexample arrays of other lengths than {m} or "
+                                     "entries outside its samples, ε list or row names")
             remap = torch.tensor([row_names.setdefault(x, len(row_names)) for x in h["row_names"]] or [0],
                                  dtype=torch.int64)
             parts = {"sample": local + s, "row_name": remap[t["cex_row_name"]]}
