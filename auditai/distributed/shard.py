@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from auditai.distributed.chunkfile import CHUNK_SUFFIX, ChunkData, ChunkFileError, read_chunk_file
-from auditai.errors import AuditaiError
+from auditai.errors import AuditaiError, InputError
 
 MANIFEST_SCHEMA = "auditai.sharded-run/2"
 #: run folders of older auditai versions (per-sample JSON chunk files): refused with a message
@@ -101,7 +101,7 @@ def floats_json(x: torch.Tensor) -> str:
     """The JSON text of `x.tolist()` for a 1-D float tensor (repr of each float, as `json`
     writes them); non-finite values are refused as `json.dumps(allow_nan=False)` refuses them."""
     if not bool(torch.isfinite(x).all()):
-        raise ValueError("Out of range float values are not JSON compliant")
+        raise InputError("Out of range float values are not JSON compliant")
     return "[" + ",".join(map(float.__repr__, x.to(torch.float64).tolist())) + "]"
 
 
@@ -323,7 +323,9 @@ class MergedTest:
         ix = torch.tensor(list(index), dtype=torch.int64)
         cols = {f: self.cex[f][ix].tolist() for f in CEX_FIELDS if f != "row_name"}
         names = [self.row_names[j] for j in self.cex["row_name"][ix].tolist()]
-        return [{f: (names[i] if f == "row_name" else cols[f][i]) for f in CEX_FIELDS} for i in range(len(ix))]
+        # the decoded image (black-box targets) is not kept in chunk files: rendered from z when needed
+        return [{**{f: (names[i] if f == "row_name" else cols[f][i]) for f in CEX_FIELDS}, "image": None}
+                for i in range(len(ix))]
 
 
 def merge_results(records: Sequence[ChunkData], n: int, name: str) -> MergedTest:
