@@ -329,8 +329,9 @@ class _Problem:
             return Answer("sat", x[i].tolist(), y[i].tolist())
         return None
 
-    def attack(self, restarts: int = 8, steps: int = 50, seed: int = 0) -> Answer | None:
-        """PGD on the box (float32 search, float64 replay) from the centre and random points."""
+    def attack(self, restarts: int = 8, steps: int = 30, seed: int = 0, deadline: float = math.inf) -> Answer | None:
+        """PGD on the box (float32 search, float64 replay) from the centre and random points,
+        until `deadline` (time.perf_counter())."""
         gen = torch.Generator().manual_seed(seed)
         lo, hi = self.lo.float(), self.hi.float()
         C, d = self.C.float(), self.d.float()
@@ -349,6 +350,8 @@ class _Problem:
                 x = torch.maximum(torch.minimum(x.detach() - step * grad.sign(), hi), lo)
                 if it % 10 == 9:
                     step = step / 2
+                if time.perf_counter() > deadline:
+                    break
         return self.found(x.detach())
 
     def graph(self):
@@ -421,7 +424,7 @@ def decide(net: nn.Module, prop: Property, timeout: float = 60.0, max_boxes: int
     if y0.shape != (1, prop.n_out):
         raise VnnlibError(f"the network gives outputs of shape {tuple(y0.shape[1:])} but the property declares "
                           f"{prop.n_out} outputs Y_j")
-    hit = P.attack()
+    hit = P.attack(deadline=t0 + 0.2 * timeout)
     if hit is not None:
         return done(hit, "attack")
     blo, bhi = P.lo[None].clone(), P.hi[None].clone()

@@ -5,8 +5,11 @@ Runs the real command, `torchrun --standalone --nproc-per-node R -m auditai veri
 --precision P`, on CPU with gloo and one thread per rank, for R in --ranks and P in
 float64/float32, on a seeded head 32 → 256 → 256 → 10 (ReLU) and --n codes (one unit test:
 a box on 4 latent dims, 2 ε, CROWN-IBP, certified radii by bisection). Each run's DIR/runs.jsonl
-gives every rank's compute time (verifying and writing its chunks) and rank 0's merge time;
-"beyond" = wall − the slowest rank's compute (start-up, barriers, merging, writing the sheet).
+gives every rank's compute time (verifying and writing its chunks), rank 0's set-up (process
+group, loading the suite, model and codes, the manifest and the plan), its wait for the slowest
+rank and its merge time, and each rank's start-up before the command (interpreter and imports);
+"beyond" = wall − the slowest rank's compute (set-up, barriers, merging, writing the sheet), and
+"beyond incl. start-up" counts the wall from rank 0's process start.
 The verdicts of float32 and float64 are compared cell by cell. Writes
 benchmarks/results/bench_scale.md.
 
@@ -16,6 +19,7 @@ benchmarks/results/bench_scale.md.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -55,7 +59,7 @@ def write_problem(folder: Path, n: int, widths: list[int]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(0)
     layers: list[nn.Module] = []
-    for a, b in zip(widths[:-1], widths[1:]):
+    for a, b in itertools.pairwise(widths):
         layers += [nn.Linear(a, b), nn.ReLU()]
     head = nn.Sequential(*layers[:-1]).eval()
     with torch.no_grad():
@@ -90,12 +94,14 @@ def run(folder: Path, ranks: int, precision: str, chunk: int) -> dict:
 
 
 def _table(rows: list) -> list[str]:
-    lines = ["| precision | ranks | samples/s | wall (s) | slowest rank's compute (s) | merge (s) | "
-             "beyond compute (s) | beyond (% of wall) | process incl. start-up (s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for used, r, sps, wall, slow, merge, beyond, pct, proc in rows:
-        lines.append(f"| {used} | {r} | {sps:,.0f} | {wall:.1f} | {slow:.1f} | {merge:.2f} | {beyond:.2f} | "
-                     f"{pct:.1f} % | {proc:.1f} |")
+    lines = [("| precision | ranks | samples/s | wall (s) | slowest rank's compute (s) | set-up (s) | wait (s) | "
+              "merge (s) | beyond compute (s) | beyond (% of wall) | start-up before the command (s) | "
+              "beyond incl. start-up (% of wall incl. start-up) | torchrun process (s) |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        used, r, sps, wall, slow, setup, wait, merge, beyond, pct, start, pct_start, proc = row
+        lines.append(f"| {used} | {r} | {sps:,.0f} | {wall:.2f} | {slow:.2f} | {setup:.2f} | {wait:.2f} | "
+                     f"{merge:.2f} | {beyond:.2f} | {pct:.1f} % | {start:.2f} | {pct_start:.1f} % | {proc:.1f} |")
     return lines
 
 
@@ -109,8 +115,10 @@ def _measure(folder: Path, n: int, ranks: list[int], precisions: list[str], chun
             wall = float(log["wall_s"])
             slowest = max(log["compute_s"])
             beyond = wall - slowest
-            rows.append((res["precision"], r, n / wall, wall, slowest, float(log["merge_s"]), beyond,
-                         100 * beyond / wall, res["process_s"]))
+            start = float(log["start_s"][0])
+            rows.append((res["precision"], r, n / wall, wall, slowest, float(log["setup_s"][0]),
+                         float(log["wait_s"]), float(log["merge_s"]), beyond, 100 * beyond / wall, start,
+                         100 * (beyond + start) / (wall + start), res["process_s"]))
             print(rows[-1], flush=True)
     return rows, runs
 
@@ -148,10 +156,11 @@ def main() -> None:
         rows_p, runs_p = _measure(Path(tmp) / "wide", n_prec, [1], ["float64", "float32"],
                                   max(1, min(args.chunk_size, n_prec // 2)))
     head = lambda w: " → ".join(map(str, w))
-    lines = [f"CPU: {cpu} ({os.cpu_count()} cores, shared with other jobs), torch {torch.__version__}, "
-             "one thread per rank, gloo; one unit test (a box on 4 latent dims, 2 ε, CROWN-IBP, certified "
-             "radii by bisection); wall = rank 0's time from the command's start (loading included) to the "
-             "written sheet; beyond = wall − the slowest rank's compute.", "",
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines = [(f"CPU: {cpu} ({os.cpu_count()} cores, shared with other jobs; load average {load:.1f} at the end), "
+              f"torch {torch.__version__}, one thread per rank, gloo; one unit test (a box on 4 latent dims, "
+              "2 ε, CROWN-IBP, certified radii by bisection); wall = rank 0's time from the command's start "
+              "(loading included) to the written sheet; beyond = wall − the slowest rank's compute."), "",
              f"**Ranks**: {n:,} codes, head {head(small)} (ReLU), chunks of {args.chunk_size}.", ""]
     lines += _table(rows_r) + [""]
     if len(args.ranks) > 1:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 #: test-only fault injection: "RANK:N" makes that rank SIGKILL itself while writing its (N+1)-th
@@ -20,6 +21,18 @@ TEST_KILL_ENV = "AUDITAI_TEST_KILL_RANK_AFTER_CHUNKS"
 def under_torchrun() -> bool:
     """True when launched by torchrun (or another launcher that sets the env:// variables)."""
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ and "MASTER_ADDR" in os.environ
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (Linux /proc; 0.0 where unavailable), to account for
+    the interpreter's start and the imports that precede the command."""
+    try:
+        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        start_ticks = int(stat[19])  # field 22 (starttime), counted after the ')' of the name
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def restart_count() -> int:

@@ -19,19 +19,24 @@ from pathlib import Path
 from typing import Any
 
 from auditai.distributed import group as grp
+from auditai.distributed.chunkfile import encode_chunk
 from auditai.distributed.shard import (
     DEFAULT_CHUNK_SIZE,
     MANIFEST_SCHEMA,
     RESULTS_SCHEMA,
+    TMP_SUFFIX,
+    ArrayText,
     Chunk,
     RunFolder,
     RunFolderError,
     canonical_json,
     chunk_seed,
+    floats_json,
     manifest_differences,
     merge_results,
     plan,
     sha256_text,
+    verdicts_json,
     write_json_atomic,
 )
 from auditai.errors import AuditaiError, SuiteError
@@ -110,8 +115,9 @@ def _tests_from_manifest(manifest: dict) -> list:
 
 # --------------------------------------------------------------------------- one chunk
 def verify_chunk(c: Chunk, ut: Any, model: Any, data: Any, engine: str, device: str,
-                 precision: str | None = None) -> dict:
-    """The record of one chunk: samples [start, stop) of unit test `ut`, attack seeded by chunk."""
+                 precision: str | None = None) -> bytes:
+    """The chunk file of one chunk (`chunkfile.encode_chunk`): samples [start, stop) of unit
+    test `ut`, attack seeded by chunk."""
     from auditai.blackbox import target_module
     from auditai.verify import verify
 
@@ -123,8 +129,8 @@ def verify_chunk(c: Chunk, ut: Any, model: Any, data: Any, engine: str, device: 
     res = verify(fn, z, y, kind, list(ut.all_eps), spec=ut.spec, method=ut.method,
                  device=device, engine=engine, seed=seed, precision=precision,
                  max_time=getattr(ut, "max_time", None))
-    return {"unit_test": ut.name, "k": c.k, "start": c.start, "stop": c.stop, "seed": seed,
-            "result": res.to_dict()}
+    return encode_chunk({"unit_test": ut.name, "k": c.k, "start": c.start, "stop": c.stop, "seed": seed},
+                        res)
 
 
 # --------------------------------------------------------------------------- the command
@@ -136,7 +142,7 @@ def run_sharded(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     g = grp.init_group(_device_arg(args.device), timeout_s=float(getattr(args, "dist_timeout", 1800.0)))
     try:
-        return _run(args, g, t0)
+        return _run(args, g, t0, time.perf_counter() - t0)
     finally:
         g.close()
 
@@ -152,7 +158,7 @@ def _device_arg(name: str) -> str:
     return name or "auto"
 
 
-def _run(args: argparse.Namespace, g: grp.Group, t0: float) -> int:
+def _run(args: argparse.Namespace, g: grp.Group, t0: float, group_s: float = 0.0) -> int:
     import torch
 
     folder = RunFolder(args.out)
@@ -192,8 +198,11 @@ def _run(args: argparse.Namespace, g: grp.Group, t0: float) -> int:
         rec = verify_chunk(c, by_name[c.name], model, data, engine, g.device,
                            manifest.get("precision"))
         folder.write_chunk(c, rec, before_replace=grp.fault_hook_for_tests(g.rank, i))
-    compute_s = time.perf_counter() - t_compute
-    stats = g.all_gather({"rank": g.rank, "computed": len(mine), "compute_s": compute_s})
+    t_done = time.perf_counter()
+    compute_s = t_done - t_compute
+    stats = g.all_gather({"rank": g.rank, "computed": len(mine), "compute_s": compute_s,
+                          "setup_s": t_compute - t0, "group_s": group_s, "start_s": grp.process_age_s() - (t_done - t0)})
+    wait_s = time.perf_counter() - t_done
     if g.rank != 0:
         return 0
     t_merge = time.perf_counter()
@@ -204,6 +213,11 @@ def _run(args: argparse.Namespace, g: grp.Group, t0: float) -> int:
         "pending": len(pending), "computed": [s["computed"] for s in stats],
         "compute_s": [round(s["compute_s"], 4) for s in stats], "merge_s": round(merge_s, 4),
         "wall_s": round(time.perf_counter() - t0, 4), "threads": threads,
+        # where the rest of the wall goes: interpreter + imports before the command started,
+        # group/model/data/plan set-up, rank 0's wait for the slowest rank
+        "start_s": [round(s["start_s"], 3) for s in stats], "setup_s": [round(s["setup_s"], 4) for s in stats],
+        "group_s": [round(s["group_s"], 4) for s in stats],
+        "wait_s": round(wait_s, 4),
     })
     print(f"auditai verify: {len(chunks)} chunks of {manifest['chunk_size']} samples, "
           f"{len(chunks) - len(pending)} done before, {len(pending)} computed by {g.world_size} rank(s) "
@@ -217,7 +231,8 @@ def merge_folder(folder: RunFolder, *, model: Any = None, data: Any = None, repo
     DIR/sheet.json and `reports`; returns the SpecSheet. Loads the model and data from the
     manifest's sources when not given (and checks their hashes)."""
     from auditai.sheet import SheetEntry, SpecSheet
-    from auditai.verify import VerificationResult
+    from auditai.sheet.entry import MAX_COUNTEREXAMPLES_PER_EPS
+    from auditai.verify import Counterexample, VerificationResult
 
     manifest = folder.read_manifest()
     if manifest is None:
@@ -235,20 +250,21 @@ def merge_folder(folder: RunFolder, *, model: Any = None, data: Any = None, repo
         from auditai.data import load_data
 
         train_codes = load_data(manifest["train_data_source"], model, device="cpu").z
-    entries, out_tests = [], []
+    entries, out_tests, arrays = [], [], ArrayText()
     for ut in tests:
-        recs = [folder.read_chunk(c) for c in chunks if c.name == ut.name]
-        for c, r in zip([c for c in chunks if c.name == ut.name], recs):
-            if r.get("unit_test") != ut.name or int(r.get("k", -1)) != c.k:
-                raise RunFolderError(f"{folder.chunk_path(c)}: holds chunk {r.get('k')} of "
-                                     f"'{r.get('unit_test')}', expected chunk {c.k} of '{ut.name}'")
-        merged = merge_results(recs, manifest["n"], ut.name)
-        result = VerificationResult.from_dict(merged)
+        m = merge_results([folder.read_chunk(c) for c in chunks if c.name == ut.name], manifest["n"], ut.name)
+        # the sheet keeps the few most violated counterexamples per ε, results.json the worst one:
+        # only those become objects (the chunk files keep them all)
+        few = m.counterexample_dicts(m.top_per_eps(MAX_COUNTEREXAMPLES_PER_EPS))
+        result = VerificationResult(**m.fields, verdicts=m.verdicts, certified_radius=m.radius,
+                                    counterexamples=[Counterexample(**c) for c in few])
         kind = ut.set_kind(model)
         entry = SheetEntry.from_result(ut, result, kind, model=model, train_codes=train_codes,
                                        train_source=manifest.get("train_data_source"))
         entries.append(entry)
-        stored = {**merged, "counterexamples": worst_per_eps(merged["counterexamples"])}
+        stored = {**m.fields, "verdicts": arrays.put(verdicts_json(m.verdicts)),
+                  "certified_radius": None if m.radius is None else arrays.put(floats_json(m.radius)),
+                  "counterexamples": worst_per_eps(few)}
         out_tests.append({"unit_test": unit_test_fields(ut), "result": stored, "sheet": entry.to_dict()})
     dev = device or (out_tests[0]["result"].get("device") if out_tests else "cpu")
     sheet = SpecSheet.from_results(entries, model=model, data=data, device=dev,
@@ -259,7 +275,7 @@ def merge_folder(folder: RunFolder, *, model: Any = None, data: Any = None, repo
         "data": {"source": manifest.get("data_source"), "content_hash": manifest.get("data_sha256"),
                  "n": manifest["n"]},
         "unit_tests": out_tests,
-    })
+    }, indent=None, raw=arrays.raw)
     sheet.to_json(folder.sheet_path)
     for path in reports or ():
         sheet.write(path, model=model, codes=data.z)
@@ -282,7 +298,8 @@ def _stray_chunks(folder: RunFolder, chunks: list[Chunk]) -> list[Path]:
     expected = {folder.chunk_path(c) for c in chunks}
     if not folder.chunks_dir.exists():
         return []
-    return sorted(p for p in folder.chunks_dir.rglob("*.json") if p not in expected)
+    return sorted(p for p in folder.chunks_dir.rglob("*") if p.is_file() and not p.name.endswith(TMP_SUFFIX)
+                  and p not in expected)
 
 
 def _model_data(manifest: dict, model: Any, data: Any) -> tuple[Any, Any]:

@@ -24,10 +24,10 @@ import torch
 from torch import Tensor, nn
 
 from auditai.distributed import group as grp
+from auditai.errors import InputError
 from auditai.train_loop import FitResult, _pack_history, _unpack_history
 from auditai.train_loss import _check_zy
 from auditai.train_options import FitOptions, LatentPlan, latent_plan
-from auditai.errors import InputError
 
 #: test-only fault injection: "RANK:STEP" makes that rank SIGKILL itself before global step STEP
 #: (first torchrun attempt only)

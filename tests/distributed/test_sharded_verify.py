@@ -36,7 +36,7 @@ def _each_sample_once(run: Path) -> None:
         assert len(r["certified_radius"]) == N_SAMPLES
         assert all(0 <= c["sample"] < N_SAMPLES for c in r["counterexamples"])
     assert not list(run.rglob("*.tmp")), "a temporary file was left behind"
-    assert len(list((run / "chunks").rglob("*.json"))) == N_CHUNKS
+    assert len(list((run / "chunks").rglob("*.safetensors"))) == N_CHUNKS
 
 
 def test_one_process_sheet_matches_unsharded_verify(one, tiny_dir, capsys):
@@ -71,7 +71,7 @@ def test_two_ranks_give_the_same_sheet_as_one_process(one, tiny_dir):
 def test_rerun_does_only_the_missing_chunk(one, tiny_dir):
     run = tiny_dir / "resume"
     shutil.copytree(one, run)
-    victim = sorted((run / "chunks").rglob("*.json"))[3]
+    victim = sorted((run / "chunks").rglob("*.safetensors"))[3]
     victim.unlink()
     (run / "sheet.json").unlink()
     assert cli(verify_args("resume"), tiny_dir) == 0
@@ -103,7 +103,7 @@ def test_killed_worker_then_rerun_completes(one, tiny_dir):
     assert p.returncode != 0
     assert "exitcode: -9" in p.stderr or "Signals.SIGKILL" in p.stderr, p.stderr[-2000:]
     run = tiny_dir / "killed"
-    done = list((run / "chunks").rglob("*.json"))
+    done = list((run / "chunks").rglob("*.safetensors"))
     assert 2 <= len(done) < N_CHUNKS  # rank 1's first two chunks survived; the run is incomplete
     assert list(run.rglob("*.tmp")), "the killed write should have left its temporary file"
     assert not (run / "sheet.json").exists()
@@ -137,7 +137,7 @@ def test_merge_offline(one, tiny_dir, capsys):
     assert results_content(run / "results.json") == results_content(one / "results.json")
     assert "| pose |" in (run / "sheet.md").read_text() or "pose" in (run / "sheet.md").read_text()
     # a missing chunk is a clear error, not a partial sheet
-    next((run / "chunks").rglob("*.json")).unlink()
+    next((run / "chunks").rglob("*.safetensors")).unlink()
     assert cli(["merge", "merged"], tiny_dir) == 2
     assert "is missing: rerun the same command" in capsys.readouterr().err
     assert cli(["merge", "nowhere"], tiny_dir) == 2
