@@ -428,15 +428,11 @@ def decide(net: nn.Module, prop: Property, timeout: float = 60.0, max_boxes: int
     if hit is not None:
         return done(hit, "attack")
     blo, bhi = P.lo[None].clone(), P.hi[None].clone()
-    # full CROWN in the splitting only where its intermediate passes are small (forward mode
-    # otherwise); on a large network CROWN still bounds the root box once, when time allows:
-    # one call (seconds) is far tighter there than forward mode, and CROWN-IBP is skipped
+    # full CROWN only where its intermediate passes are small; forward mode otherwise
     small = P.crown_cost() <= _CROWN_COST
     split_method = "crown" if small else "forward"
-    for method in ("crown-ibp", "forward", "crown") if small else ("forward", "crown"):
-        if time.perf_counter() - t0 > timeout * (0.9 if small or method != "crown" else 0.5):
-            if method == "crown" and not small:
-                break  # no time for the root CROWN: split with forward mode
+    for method in ("crown-ibp", "forward") + (("crown",) if small else ()):
+        if time.perf_counter() - t0 > timeout * 0.9:
             return done(Answer("timeout"), method)
         if P.refuted(P.lower(blo, bhi, method)).all():
             return done(Answer("unsat"), method, 1)
