@@ -106,4 +106,139 @@ def attach_images(result: Any, model: Any, target: str | None) -> None:
         c.image = dec(z)[0].detach().cpu().tolist()
 
 
-__all__ = ["TARGETS", "DecodedClassifier", "TargetError", "attach_images", "compose_graphs", "target_module"]
+# --------------------------------------------------------------------------- parts given apart
+PARTS = ("decoder", "classifier")
+
+
+def _onnx_part(path: str, part: str) -> nn.Module:
+    """An ONNX network (generator or classifier) as a GraphModule keeping its declared shapes;
+    its weights as frozen parameters, so code that reads a part's dtype from them sees them."""
+    from auditai.onnx_graph import load_onnx_graph
+
+    gm = load_onnx_graph(path, path)
+    for name, t in list(gm.named_buffers()):
+        if t.is_floating_point():
+            delattr(gm, name)
+            gm.register_parameter(name, nn.Parameter(t, requires_grad=False))
+    return gm
+
+
+def load_part(source: Any, part: str, *, trust_pickle: bool = False) -> nn.Module:
+    """A decoder or classifier from `source`: an nn.Module, an .onnx file (read into the graph
+    IR, no code runs), an auditai model file holding that part, or package.module:attribute
+    naming an nn.Module, an AuditModel holding that part, or a function returning either.
+    Raises TargetError naming the source and the part when none is found there."""
+    import importlib
+    from pathlib import Path
+
+    from auditai.errors import ModelFileError
+    from auditai.model import _PY_SOURCE, AuditModel, load_model
+
+    if part not in PARTS:
+        raise TargetError(f"unknown model part {part!r}; expected one of {PARTS}")
+    obj: Any = source
+    where = str(source)
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if path.is_file() and path.suffix.lower() == ".onnx":
+            return _onnx_part(str(path), part)
+        if path.exists():
+            obj = load_model(path, trust_pickle=trust_pickle)
+        elif isinstance(source, str) and _PY_SOURCE.match(source):
+            mod_name, _, attr = source.partition(":")
+            try:
+                obj = importlib.import_module(mod_name)
+            except ImportError as e:
+                raise ModelFileError(f"{source}: cannot import module {mod_name!r}: {e}") from None
+            for a in attr.split("."):
+                if not hasattr(obj, a):
+                    raise ModelFileError(f"{source}: module {mod_name!r} has no attribute {attr!r}")
+                obj = getattr(obj, a)
+            if callable(obj) and not isinstance(obj, (nn.Module, AuditModel)):
+                obj = obj()
+        else:
+            raise ModelFileError(f"{source}: no such file (give the {part} as an .onnx file, an auditai model "
+                                 "file, or package.module:attribute)")
+    if isinstance(obj, AuditModel):
+        got = getattr(obj, part, None)
+        if got is None:
+            raise TargetError(f"{where}: the model there has no {part}")
+        return got
+    if isinstance(obj, nn.Module):
+        return obj
+    raise TargetError(f"{where}: expected an nn.Module or an AuditModel with a {part}, got {type(obj).__name__}")
+
+
+def _probe_shape(module: nn.Module, shape: tuple[int, ...], what: str, dtype: torch.dtype) -> tuple[int, ...]:
+    """The per-sample output shape of `module` on two zero inputs of per-sample `shape`."""
+    p = next(iter(module.parameters()), None)
+    dt = p.dtype if p is not None and p.is_floating_point() else dtype
+    was = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(2, *shape, dtype=dt, device=p.device if p is not None else None))
+    except Exception as e:  # noqa: BLE001 - any failure means the sizes do not fit
+        raise TargetError(f"{what} does not accept inputs of shape {tuple(shape)}: {e}") from None
+    finally:
+        module.train(was)
+    if not isinstance(out, Tensor) or out.dim() < 2 or out.shape[0] != 2:
+        raise TargetError(f"{what} must return one N×… tensor, got {type(out).__name__}")
+    return tuple(int(s) for s in out.shape[1:])
+
+
+def with_parts(model: Any, *, classifier: Any = None, decoder: Any = None, trust_pickle: bool = False) -> Any:
+    """A new AuditModel: `model` with its decoder and/or classifier replaced by the given parts
+    (modules or sources, see `load_part`); `model` itself is unchanged. Validated: the decoder
+    takes the model's latent codes (N×d), the classifier takes the decoder's images and returns
+    N×m scores; a mismatch is a TargetError naming the part and both shapes."""
+    import hashlib
+
+    from auditai.model import AuditModel
+
+    if classifier is None and decoder is None:
+        return model
+    dec = model.decoder if decoder is None else load_part(decoder, "decoder", trust_pickle=trust_pickle)
+    cls = model.classifier if classifier is None else load_part(classifier, "classifier", trust_pickle=trust_pickle)
+    d = int(model.latent_dim)
+    p = next(iter(model.head.parameters()), None)
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.get_default_dtype()
+    img = None
+    if dec is not None:
+        img = _probe_shape(dec, (d,), f"the decoder{'' if decoder is None else f' ({decoder})'}", dtype)
+        if len(img) < 1:
+            raise TargetError(f"the decoder outputs shape {img}, not images")
+    if cls is not None:
+        if img is None:
+            raise TargetError("a classifier is verified on the decoder's images: give a decoder too "
+                              "(--auditai-decoder / --decoder, or a model with one)")
+        gin = getattr(getattr(cls, "graph", None), "in_shape", None)  # an ONNX graph declares its input
+        if gin is not None and tuple(gin) != tuple(img):
+            raise TargetError(f"the classifier{'' if classifier is None else f' ({classifier})'} takes inputs of "
+                              f"shape {tuple(gin)} but the decoder outputs images of shape {img}")
+        out = _probe_shape(cls, img, f"the classifier{'' if classifier is None else f' ({classifier})'} "
+                                     f"(on the decoder's images)", dtype)
+        if len(out) != 1:
+            raise TargetError(f"the classifier must output N×m scores, got per-image shape {out}")
+    new = AuditModel(
+        model.head, encoder=model.encoder, decoder=dec,
+        directions={k: (v, model.direction_descriptions.get(k, "")) for k, v in model.directions.items()},
+        dims=dict(model.dims), class_names=model.class_names, metadata=dict(model.metadata),
+        input_shape=model.input_shape, latent_dim=d, classifier=cls,
+    )
+    h = hashlib.sha256(str(model.content_hash or "").encode())
+    for name, m in (("decoder", dec), ("classifier", cls)):
+        if m is None:
+            continue
+        h.update(b"\0" + name.encode())
+        for k, v in sorted(m.state_dict().items()):
+            h.update(k.encode() + b"\0" + v.detach().cpu().contiguous().numpy().tobytes())
+    new.content_hash = h.hexdigest()
+    extra = [f"{n}={src}" for n, src in (("decoder", decoder), ("classifier", classifier))
+             if src is not None and not isinstance(src, nn.Module)]
+    new.source = str(model.source) + (f" + {', '.join(extra)}" if extra else "")
+    return new
+
+
+__all__ = ["PARTS", "TARGETS", "DecodedClassifier", "TargetError", "attach_images", "compose_graphs", "load_part",
+           "target_module", "with_parts"]

@@ -21,6 +21,8 @@ TRAIN_DATA = "--auditai-train-data"
 DEVICE = "--auditai-device"
 METHOD = "--auditai-method"
 TARGET = "--auditai-target"
+CLASSIFIER = "--auditai-classifier"
+DECODER = "--auditai-decoder"
 ENGINE = "--auditai-engine"
 PRECISION = "--auditai-precision"
 REPORT = "--auditai-report"
@@ -109,6 +111,13 @@ _OPTIONS: list[tuple[str, str, Any, str, dict]] = [
      "default target for unit tests that name none: head (f_d on the latent set) or classifier "
      "(the model's image classifier on the decoder's images, paper §2.2) (default: head)",
      {"metavar": "TARGET", "type": parse_target}),
+    (CLASSIFIER, "string", None,
+     "image classifier for `target: classifier`, attached to the model (replacing its own): an .onnx "
+     "file, an auditai model file holding one, or package.module:attribute", {"metavar": "SOURCE"}),
+    (DECODER, "string", None,
+     "generator (decoder Z → images) for `target: classifier`, attached to the model (replacing its "
+     "own): an .onnx file, an auditai model file holding one, or package.module:attribute",
+     {"metavar": "SOURCE"}),
     (ENGINE, "string", "auditai",
      f"bound engine: {' or '.join(ENGINES)} (default: {names.DEFAULT_ENGINE})",
      {"metavar": "ENGINE", "type": parse_engine}),

@@ -125,7 +125,14 @@ class AuditaiSession:
         if source not in self._models:
             from auditai.model import load_model
 
-            self._models[source] = load_model(source, trust_pickle=bool(self.option(opt.TRUST_PICKLE)))
+            trust = bool(self.option(opt.TRUST_PICKLE))
+            model = load_model(source, trust_pickle=trust)
+            cls_src, dec_src = self.path_option(opt.CLASSIFIER), self.path_option(opt.DECODER)
+            if cls_src or dec_src:  # parts given apart (e.g. two ONNX files): the black-box target
+                from auditai.blackbox import with_parts
+
+                model = with_parts(model, classifier=cls_src, decoder=dec_src, trust_pickle=trust)
+            self._models[source] = model
         return self._models[source]
 
     def data(self, source: str | None, model_source: str | None, option: str = opt.DATA) -> Any:

@@ -122,6 +122,10 @@ def branch_and_bound(
         step = rid.numel() if chunk is None else max(1, chunk)
         for i in range(0, rid.numel(), step):
             sl = slice(i, i + step)
+            if i and max_time is not None and time.perf_counter() - t0 > max_time:
+                # out of time inside a round: the pieces not bounded yet stay open (unknown)
+                lows.append(torch.full((rid.numel() - i, C.shape[1]), -math.inf, dtype=dt, device=dev))
+                break
             if axis:
                 zs = zc[sl]
                 im = InputMap(zs, zs.new_ones(zs.shape[0]), math.inf, basis=basis.unsqueeze(0) * hw[sl, None, :])

@@ -25,6 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", default=None, choices=names.TARGETS,
                         help="default target of unit tests that name none: head (default) or classifier "
                              "(the model's image classifier on the decoder's images)")
+    parser.add_argument("--classifier", metavar="SOURCE", default=None,
+                        help="image classifier for target classifier, attached to the model: an .onnx file, "
+                             "an auditai model file holding one, or package.module:attribute")
+    parser.add_argument("--decoder", metavar="SOURCE", default=None,
+                        help="generator (decoder Z → images) for target classifier, attached to the model: "
+                             "an .onnx file, an auditai model file holding one, or package.module:attribute")
     parser.add_argument("--engine", default=None, choices=names.ENGINES, type=_engine,
                         help="auditai (default) or auto_lirpa (for heads with layers ours rejects); "
                              "overrides the suite's `engine:`")
@@ -94,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
                          path=suite.path if suite else None)
     device = _device(args.device)
     model = load_model(model_src, trust_pickle=args.trust_pickle)
+    if getattr(args, "classifier", None) or getattr(args, "decoder", None):
+        from auditai.blackbox import with_parts
+
+        model = with_parts(model, classifier=args.classifier, decoder=args.decoder, trust_pickle=args.trust_pickle)
     data = load_data(data_src, model, device=device)
     if suite is None:
         suite = _single_test(args)

@@ -30,7 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_network(path: str):
     """The ONNX network as a module taking flat inputs (N, n_in) and giving (N, n_out)."""
     import onnx
-    from torch import nn
 
     from auditai.errors import ModelFileError
     from auditai.onnx_io import load_onnx_head
@@ -47,8 +46,7 @@ def load_network(path: str):
         shape = [d.dim_value for d in dims][1:]
     except Exception as e:  # noqa: BLE001 - load_onnx_head has read it already
         raise ModelFileError(f"{path}: cannot read the input shape: {e}") from None
-    if len(shape) > 1 and all(s > 0 for s in shape):
-        net = nn.Sequential(nn.Unflatten(1, tuple(shape)), *net)
+    # load_onnx_head's graph takes flat inputs already (a reshape to the declared shape first)
     return net.eval(), int(math.prod(shape)) if shape and all(s > 0 for s in shape) else None
 
 

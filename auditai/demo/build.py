@@ -43,6 +43,7 @@ class DemoSettings:
     standardised attributes with weight `guide_weight` (0: a plain VAE), β warms up over
     `vae_warmup` epochs. `certify` lists (direction, ε) pairs for the certified head
     (`auditai.train.fit`, CROWN-IBP) trained for `cert_epochs`; empty: no certified head.
+    `cnn_epochs`: the pixel-space CNN classifier (`auditai.demo.pixel`, the black-box target).
     """
 
     dataset: str
@@ -64,6 +65,7 @@ class DemoSettings:
     direction_method: str = "mean_shift"
     certify: tuple[tuple[str, float], ...] = ()
     cert_epochs: int = 20
+    cnn_epochs: int = 3
 
 
 #: what the certified heads are trained for: the example suites' gated directions and their
@@ -81,7 +83,7 @@ def settings_for(dataset: str, size: str = "full", seed: int = 0) -> DemoSetting
     if size == "tiny":
         return DemoSettings(dataset, size, seed, n_train=384, n_test=128, vae_epochs=1,
                             vae_beta=0.1 if dataset == "shapes" else 1.0, head_epochs=3,
-                            certify=CERTIFY[dataset], cert_epochs=2)
+                            certify=CERTIFY[dataset], cert_epochs=2, cnn_epochs=2)
     if size != "full":
         raise DataError(f"size must be 'full' or 'tiny', got {size!r}")
     if dataset == "shapes":
@@ -112,6 +114,7 @@ class DemoBuild:
     certified_accuracy: float | None = None
     certified_note: str = ""
     certified_model: Any = None
+    classifier_accuracy: float | None = None  # the pixel CNN on the decoded test codes g(z)
 
     def r2(self) -> dict[str, float]:
         return {k: v.score for k, v in self.directions.items()}
@@ -125,6 +128,9 @@ class DemoBuild:
                          f"({self.certified_note})")
         elif self.certified_note:
             lines.append(f"  no certified head: {self.certified_note}")
+        if self.classifier_accuracy is not None:
+            lines.append(f"  pixel CNN classifier accuracy on the decoded test codes "
+                         f"{self.classifier_accuracy:.3f} (the black-box target)")
         for name, info in self.directions.items():
             flag = "" if info.score >= MIN_R2 else f"   (below {MIN_R2}: not for gated tests)"
             lines.append(f"  direction {name:<11} held-out R² {info.score:5.2f}{flag}")
@@ -167,7 +173,7 @@ def load_data(settings: DemoSettings, fashion_dir: str | None = None,
 
 # ----------------------------------------------------------------------------- cache
 #: the files whose code determines the trained weights (not run.py: it only orchestrates)
-WEIGHT_CODE = ("build.py", "fashion.py", "heads.py", "shapes.py", "vae.py")
+WEIGHT_CODE = ("build.py", "fashion.py", "heads.py", "pixel.py", "shapes.py", "vae.py")
 LIBRARY_CODE = ("directions.py", "train.py", "latent.py")
 
 
@@ -270,6 +276,7 @@ def build_demo(dataset: str = "shapes", out_dir: str | Path = "demo_output", siz
     `cache_dir` defaults to ``out_dir/cache``. `settings` overrides `settings_for(...)`.
     """
     from auditai.demo.heads import accuracy, make_head, train_head
+    from auditai.demo.pixel import decode, image_accuracy, make_cnn, train_cnn
     from auditai.demo.vae import ConvVAE, encode_mean, train_vae
 
     log: Callable[[str], None] = print if verbose else (lambda _m: None)
@@ -342,21 +349,36 @@ def build_demo(dataset: str = "shapes", out_dir: str | Path = "demo_output", siz
                                                state.get("cert_head") if hit else None, log)
         if cert_head is not None:
             cert_acc = accuracy(cert_head, z_te, y_te)
-    if not hit:
-        torch.save({"vae": vae.state_dict(), "head": head.state_dict(),
+    times["certified head"] = time.perf_counter() - t0
+
+    # the pixel-space classifier f of the black-box unit tests (target: classifier, §2.2)
+    t0 = time.perf_counter()
+    cnn = make_cnn(n_cls, seed=s.seed + 2)
+    if hit and "cnn" in state:
+        cnn.load_state_dict(state["cnn"])
+        cnn.eval()
+    else:
+        log(f"{s.dataset}: training the pixel CNN on the real and the reconstructed training "
+            f"images ({s.cnn_epochs} epochs)")
+        x_fit = torch.cat([x_tr, decode(decoder, z_tr)])
+        train_cnn(cnn, x_fit, torch.cat([y_tr, y_tr]), epochs=s.cnn_epochs, seed=s.seed, log=log)
+    cnn_acc = image_accuracy(cnn, decode(decoder, z_te), y_te)
+    times["pixel cnn"] = time.perf_counter() - t0
+    if not hit or "cnn" not in state:
+        torch.save({"vae": vae.state_dict(), "head": head.state_dict(), "cnn": cnn.state_dict(),
                     **({"cert_head": cert_head.state_dict()} if cert_head is not None else {})},
                    cfile)
-    times["certified head"] = time.perf_counter() - t0
 
     build = DemoBuild(s.dataset, s, None, {
         "head": head, "encoder": encoder, "decoder": decoder, "vae": vae,
-        "class_names": data["class_names"], "certified_head": cert_head,
+        "class_names": data["class_names"], "certified_head": cert_head, "classifier": cnn,
     }, infos, acc, times=times, cache_hit=hit, data_source=data["source"],
-        certified_accuracy=cert_acc, certified_note=cert_note)
+        certified_accuracy=cert_acc, certified_note=cert_note, classifier_accuracy=cnn_acc)
 
     metadata = {
         "demo": s.dataset, "data": data["source"], "settings": asdict(s), "cache_key": key,
-        "test_accuracy": acc,
+        "test_accuracy": acc, "classifier_accuracy_decoded": cnn_acc,
+        "classifier": "pixel CNN (auditai.demo.pixel), trained on real and reconstructed images",
         "directions": {k: {"r2": v.score, "slope": v.slope, "t_std": v.t_std,
                            "within_class": v.within_groups} for k, v in infos.items()},
     }
@@ -367,7 +389,8 @@ def build_demo(dataset: str = "shapes", out_dir: str | Path = "demo_output", siz
     if AuditModel is not None:
         def audit_model(h: torch.nn.Module, extra: dict) -> Any:
             return AuditModel(
-                h, encoder=encoder, decoder=decoder, directions=as_model_directions(infos),
+                h, encoder=encoder, decoder=decoder, classifier=cnn,
+                directions=as_model_directions(infos),
                 dims={"all": list(range(s.latent_dim)),
                       "attributes": list(range(len(attr_names)))},
                 class_names=data["class_names"], metadata={**metadata, **extra},

@@ -152,6 +152,8 @@ def diff_sheets(old: SheetRecord, new: SheetRecord, tolerance: float = 0.01) -> 
             continue
         if ut_old.set_kind != ut_new.set_kind or ut_old.norm != ut_new.norm:
             notes.append(f"unit test '{ut_new.name}': set changed ({ut_old.set_description} → {ut_new.set_description})")
+        if ut_old.target != ut_new.target:
+            notes.append(f"unit test '{ut_new.name}': target changed ({ut_old.target_text} → {ut_new.target_text})")
         for r_new in ut_new.rows:
             r_old = ut_old.row(r_new.eps)
             if r_old is None:

@@ -72,6 +72,7 @@ class SheetEntry:
     `thresholds`: {"max_verified_error": x or None, "min_verified_accuracy": y or None}.
     `result`: the summary of the VerificationResult (see `_summarize_result`).
     `deployment`: `CoordinateStats.to_dict()` of the tested coordinates over training codes.
+    `target`: what was verified, "head" or "classifier" (classifier∘decoder, auditai.blackbox).
     """
 
     unit_test_name: str
@@ -88,8 +89,10 @@ class SheetEntry:
     deployment: dict | None = None
     path: str | None = None
     line: int | None = None
+    target: str = "head"  # "head" (f_d on the latent set) or "classifier" (classifier∘decoder)
 
     def __post_init__(self) -> None:
+        self.target = str(self.target or "head")
         if self.set_kind not in SET_KINDS:
             raise SheetError(f"unit test '{self.unit_test_name}': set_kind must be one of {SET_KINDS}, got {self.set_kind!r}")
 
@@ -151,6 +154,7 @@ class SheetEntry:
             latent_dim=latent_dim,
             path=public_name(getattr(unit_test, "path", None)),
             line=getattr(unit_test, "line", None),
+            target=str(getattr(unit_test, "target", None) or "head"),
         )
         if train_codes is not None:
             entry = entry.with_deployment(train_codes, train_source)

@@ -79,7 +79,7 @@ def summary_table(sheet: SheetRecord) -> str:
     h += [f"<th>ε = {e:g}</th>" for e in eps_cols]
     h.append("<th>deployment range</th></tr></thead><tbody>")
     for ut in sheet.unit_tests:
-        h.append(f"<tr><td class='name'>{esc(ut.name)}</td><td class='text'>{esc(ut.set_description)}</td>")
+        h.append(f"<tr><td class='name'>{esc(ut.name)}</td><td class='text'>{esc(ut.set_text)}</td>")
         for e in eps_cols:
             r = ut.row(e)
             if r is None:
@@ -183,16 +183,37 @@ def _pick_eps(eps: list[float], k: int = 3) -> list[float]:
     return [eps[i] for i in sorted(set(idx.tolist()))]
 
 
+def stored_images(ut: UnitTestSheet, k: int = 4) -> str:
+    """The decoded images g(z) stored on a classifier-target unit test's counterexamples (the
+    images the classifier misclassified), most violated first; "" when there are none."""
+    cs = [c for c in ut.counterexamples if isinstance(c, dict) and c.get("image") is not None]
+    cs.sort(key=lambda c: c.get("margin") if isinstance(c.get("margin"), (int, float)) else 0.0)
+    imgs = []
+    for c in cs[:k]:
+        try:
+            imgs.append(plots.to_images(np.asarray([c["image"]], dtype=np.float64))[0])
+        except (SheetError, ValueError, TypeError):  # a malformed image: the tables still render
+            continue
+    if not imgs or any(i.shape != imgs[0].shape for i in imgs):
+        return ""
+    grid = plots.tile(np.stack(imgs), 1, len(imgs))
+    desc = "; ".join(f"sample {c.get('sample')} at ε={c.get('eps')}: margin {_num(c.get('margin'))}"
+                     for c in cs[:len(imgs)])
+    fig = plots.image_figure(grid, f"{ut.name}: counterexamples g(z) ({ut.target_text})",
+                             [f"ε={c.get('eps')}" for c in cs[:len(imgs)]])
+    return _img(plots.figure_png(fig), f"decoded counterexamples of {ut.name}", desc)
+
+
 def unit_test_figures(ut: UnitTestSheet, decoder: Any, z: np.ndarray | None, n_samples: int) -> str:
     parts = [_img(plots.figure_png(plots.curves_figure(ut)), f"curves of {ut.name}",
                   f"{ut.name}: verified error and falsified fraction against ε")]
     if decoder is None:
-        return "".join(parts)
+        return "".join(parts) + stored_images(ut)
     d = z.shape[1] if z is not None else (ut.latent_dim or 0)
     try:
         B = set_basis(ut.set_kind, ut.set_value, d, ut.radii)
     except (SheetError, ValueError):  # a malformed set: the tables still render
-        return "".join(parts)
+        return "".join(parts) + stored_images(ut)
     if z is not None and ut.rows:
         for j in range(min(B.shape[1], 3)):
             grid, ts = plots.image_strip(decoder, z[:n_samples], B[:, j], _pick_eps(ut.eps))
@@ -213,13 +234,14 @@ def unit_test_figures(ut: UnitTestSheet, decoder: Any, z: np.ndarray | None, n_s
         pairs.append((z0, zc, c))
         if len(pairs) >= 4:
             break
-    if pairs:
-        grid = plots.counterexample_grid(decoder, [p[0] for p in pairs], [p[1] for p in pairs])
-        desc = "; ".join(
-            f"sample {p[2].get('sample')} at ε={p[2].get('eps')}: margin {_num(p[2].get('margin'))}" for p in pairs
-        )
-        fig = plots.image_figure(grid, f"{ut.name}: counterexamples", ["original", "counterexample"])
-        parts.append(_img(plots.figure_png(fig), f"counterexamples of {ut.name}", desc))
+    if not pairs:  # no decoder or codes here: the images the classifier saw, as stored
+        return "".join(parts) + stored_images(ut)
+    grid = plots.counterexample_grid(decoder, [p[0] for p in pairs], [p[1] for p in pairs])
+    desc = "; ".join(
+        f"sample {p[2].get('sample')} at ε={p[2].get('eps')}: margin {_num(p[2].get('margin'))}" for p in pairs
+    )
+    fig = plots.image_figure(grid, f"{ut.name}: counterexamples", ["original", "counterexample"])
+    parts.append(_img(plots.figure_png(fig), f"counterexamples of {ut.name}", desc))
     return "".join(parts)
 
 
@@ -251,7 +273,7 @@ def to_html(sheet: SheetRecord, model: Any = None, codes: Any = None, n_samples:
     if decoder is not None and z is None:
         body.append("<p class='note'>The model has a decoder; pass codes to render image strips.</p>")
     for ut in sheet.unit_tests:
-        body.append(f"<h3>{esc(ut.name)}</h3>")
+        body.append(f"<h3>{esc(ut.name)}{'' if ut.target == 'head' else ' (target ' + esc(ut.target_text) + ')'}</h3>")
         body.append(unit_test_figures(ut, decoder, z, n_samples))
     body.append("<h2>Provenance</h2>")
     body.append(meta_table(sheet))

@@ -72,7 +72,7 @@ def to_markdown(sheet: SheetRecord) -> str:
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "---|" * len(head))
     for ut in sheet.unit_tests:
-        cells = [md_escape(ut.name), md_escape(ut.set_description)]
+        cells = [md_escape(ut.name), md_escape(ut.set_text)]
         for e in eps_cols:
             r = ut.row(e)
             if r is None:

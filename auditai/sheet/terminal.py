@@ -30,7 +30,7 @@ def rows(sheet: SheetRecord) -> list[list[str]]:
             out.append(
                 [
                     _clean(ut.name),
-                    _clean(ut.set_description),
+                    _clean(ut.set_text),
                     f"{r.eps:g}",
                     _n(r.clean_error),
                     _n(r.verified_error),

@@ -96,6 +96,7 @@ class UnitTestSheet:
     counterexamples: list[dict] = field(default_factory=list)
     path: str | None = None
     line: int | None = None
+    target: str = "head"  # "classifier": classifier∘decoder was verified (auditai.blackbox)
     _coords: Any = field(default=None, init=False, repr=False, compare=False)
 
     # -- derived: the tested coordinates t = P·z (auditai.deploy)
@@ -115,6 +116,18 @@ class UnitTestSheet:
     @property
     def labels(self) -> list[str]:
         return self._coordinates()[2]
+
+    @property
+    def target_text(self) -> str:
+        """What was verified, for the renderers: "head" or "classifier∘decoder"."""
+        return "classifier∘decoder" if self.target == "classifier" else str(self.target or "head")
+
+    @property
+    def set_text(self) -> str:
+        """The set's description, with the target named when it is not the head."""
+        if self.target == "head":
+            return self.set_description
+        return f"{self.set_description} · target {self.target_text}"
 
     @property
     def eps(self) -> list[float]:
@@ -182,6 +195,7 @@ class UnitTestSheet:
             deployment=None if e.deployment is None else CoordinateStats.from_dict(e.deployment),
             path=e.path,
             line=e.line,
+            target=str(e.target or "head"),
         )
         ut._add_rows(e)
         return ut
@@ -226,13 +240,14 @@ class UnitTestSheet:
         """Fold `other` (the same unit test, maybe other ε values) into this one."""
         same = (
             self.set_kind == other.set_kind
+            and self.target == other.target
             and self.norm == other.norm
             and np.allclose(np.asarray(self.set_value, dtype=float), np.asarray(other.set_value, dtype=float))
         )
         if not same:
             raise SheetError(
                 f"unit test '{self.name}' appears twice with different sets "
-                f"({self.set_description} vs {other.set_description})"
+                f"({self.set_text} vs {other.set_text})"
             )
         for r in other.rows:
             old = self.row(r.eps)
@@ -260,6 +275,7 @@ class UnitTestSheet:
                 "norm": self.norm,
                 "latent_dim": self.latent_dim,
             },
+            "target": self.target,
             "spec": self.spec,
             "method": self.method,
             "engine": self.engine,
@@ -313,6 +329,7 @@ class UnitTestSheet:
             counterexamples=list(d.get("counterexamples") or []),
             path=src.get("path"),
             line=src.get("line"),
+            target=str(d.get("target") or "head"),  # sheets before the black-box audit: the head
         )
         if ut.set_kind not in SET_KINDS:
             raise SheetError(f"{where}.set.kind: expected one of {SET_KINDS}, got {ut.set_kind!r}")
