@@ -132,7 +132,8 @@ def load_part(source: Any, part: str, *, trust_pickle: bool = False) -> nn.Modul
     from pathlib import Path
 
     from auditai.errors import ModelFileError
-    from auditai.model import _PY_SOURCE, AuditModel, load_model
+    from auditai.model import AuditModel, load_model
+    from auditai.model_load import _PY_SOURCE
 
     if part not in PARTS:
         raise TargetError(f"unknown model part {part!r}; expected one of {PARTS}")
