@@ -131,6 +131,8 @@ class SheetRecord:
             self.model = dict(other.model)
         if not self.data:
             self.data = dict(other.data)
+        if self.deployment_report is None and other.deployment_report is not None:
+            self.deployment_report = other.deployment_report  # the deployment section travels too
         for ut in other.unit_tests:
             mine = self.unit_test(ut.name)
             if mine is None:

@@ -98,3 +98,19 @@ def test_write_by_suffix(sheet, tmp_path, toy_model, codes):
     with pytest.raises(SheetError, match="unknown report format"):
         sheet.write(tmp_path / "a.txt")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_merge_keeps_the_deployment_section(sheet):
+    """A worker's sheet with a deployment section (auditai check --into) merged into one without
+    it keeps the section; the receiving sheet's own section wins when both have one."""
+    section = {"version": 1, "inputs": "shifted.npz", "unit_tests": []}
+    other = SpecSheet.from_dict(sheet.to_dict())
+    other.deployment_report = dict(section)
+    mine = SpecSheet.from_dict(sheet.to_dict())
+    assert mine.deployment_report is None
+    mine.merge(other)
+    assert mine.deployment_report == section
+    third = SpecSheet.from_dict(sheet.to_dict())
+    third.deployment_report = {"version": 1, "inputs": "other.npz", "unit_tests": []}
+    mine.merge(third)
+    assert mine.deployment_report == section
