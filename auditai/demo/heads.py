@@ -45,19 +45,33 @@ def train_head(head: nn.Module, z: Tensor, y: Tensor, epochs: int = 30, batch_si
     y = torch.as_tensor(y, dtype=torch.long)
     if z.dim() != 2 or y.shape != (z.shape[0],):
         raise InputError(f"need z N×d and y of N, got {tuple(z.shape)} and {tuple(y.shape)}")
+    def on_epoch(epoch: int, history: list[dict]) -> None:
+        if log is not None and (epoch + 1 == epochs or (epoch + 1) % 10 == 0):
+            log(f"  head epoch {epoch + 1}/{epochs}: loss {history[-1]['loss']:.3f} "
+                f"train accuracy {history[-1]['accuracy']:.3f}")
+
+    return fit_cross_entropy(head, z, y, epochs, batch_size, lr, weight_decay, seed, on_epoch)
+
+
+def fit_cross_entropy(net: nn.Module, x: Tensor, y: Tensor, epochs: int, batch_size: int, lr: float,
+                      weight_decay: float = 0.0, seed: int = 0,
+                      on_epoch: Callable[[int, list[dict]], None] | None = None) -> list[dict]:
+    """Train `net` in place on inputs x (N×…) and labels y (N): Adam, cross-entropy, cosine decay
+    of the learning rate to a tenth, batches in a `seed`-determined order. Returns per-epoch loss
+    and training accuracy; `net` is left in eval mode. Shared by the latent head and the pixel CNN."""
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
-    steps = epochs * math.ceil(z.shape[0] / batch_size)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = epochs * math.ceil(x.shape[0] / batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i, steps) / max(steps, 1))))
-    history = []
-    head.train()
+    history: list[dict] = []
+    net.train()
     for epoch in range(epochs):
-        perm = torch.randperm(z.shape[0], generator=gen)
+        perm = torch.randperm(x.shape[0], generator=gen)
         tot, correct = 0.0, 0
-        for i in range(0, z.shape[0], batch_size):
+        for i in range(0, x.shape[0], batch_size):
             idx = perm[i:i + batch_size]
-            out = head(z[idx])
+            out = net(x[idx])
             loss = F.cross_entropy(out, y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -65,11 +79,10 @@ def train_head(head: nn.Module, z: Tensor, y: Tensor, epochs: int = 30, batch_si
             sched.step()
             tot += loss.item() * len(idx)
             correct += int((out.argmax(1) == y[idx]).sum())
-        history.append({"epoch": epoch + 1, "loss": tot / z.shape[0], "accuracy": correct / z.shape[0]})
-        if log is not None and (epoch + 1 == epochs or (epoch + 1) % 10 == 0):
-            log(f"  head epoch {epoch + 1}/{epochs}: loss {history[-1]['loss']:.3f} "
-                f"train accuracy {history[-1]['accuracy']:.3f}")
-    head.eval()
+        history.append({"epoch": epoch + 1, "loss": tot / x.shape[0], "accuracy": correct / x.shape[0]})
+        if on_epoch is not None:
+            on_epoch(epoch, history)
+    net.eval()
     return history
 
 

@@ -10,13 +10,12 @@ few seconds on one CPU core.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from auditai.demo.heads import fit_cross_entropy
 from auditai.errors import InputError
 
 
@@ -48,31 +47,10 @@ def train_cnn(net: nn.Module, x: Tensor, y: Tensor, epochs: int = 3, batch_size:
     y = torch.as_tensor(y, dtype=torch.long)
     if x.dim() != 4 or y.shape != (x.shape[0],):
         raise InputError(f"need images N×C×H×W and N labels, got {tuple(x.shape)} and {tuple(y.shape)}")
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    steps = epochs * math.ceil(x.shape[0] / batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i, steps) / max(steps, 1))))
-    history = []
-    net.train()
-    for epoch in range(epochs):
-        perm = torch.randperm(x.shape[0], generator=gen)
-        tot, correct = 0.0, 0
-        for i in range(0, x.shape[0], batch_size):
-            idx = perm[i:i + batch_size]
-            out = net(x[idx])
-            loss = F.cross_entropy(out, y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot += loss.item() * len(idx)
-            correct += int((out.argmax(1) == y[idx]).sum())
-        history.append({"epoch": epoch + 1, "loss": tot / x.shape[0], "accuracy": correct / x.shape[0]})
+    history = fit_cross_entropy(net, x, y, epochs, batch_size, lr, seed=seed)
     if log is not None and history:
         log(f"  pixel CNN {epochs} epochs: loss {history[-1]['loss']:.3f} train accuracy "
             f"{history[-1]['accuracy']:.3f}")
-    net.eval()
     return history
 
 
