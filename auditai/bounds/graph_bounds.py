@@ -312,8 +312,6 @@ def _identity_rows(shape, dtype, device) -> Tensor:
 def bound_graph(g: Graph, im: InputMap, C: Optional[Tensor], method: str,
                 bound_upper: bool = True) -> Tuple[Tensor, Optional[Tensor]]:
     """Bounds of C·g(x) over the input map's set (C: (m, out), (N, m, out) or None)."""
-    out_shape = g.out_shape
-    D = num_elements(out_shape)
     if method == "ibp":
         ivs = ibp_graph(g, im)
         last = g.nodes[g.output]
@@ -366,6 +364,15 @@ def bound_graph(g: Graph, im: InputMap, C: Optional[Tensor], method: str,
                 nu[:, idx] = torch.maximum(torch.minimum(uf[:, idx], -bnd[:, r:]), nl[:, idx])
             return nl.reshape(l_ibp.shape), nu.reshape(u_ibp.shape)
     ibp_graph(g, im, tighten, ivs)
+    return backward_output(g, im, rel, C, bound_upper)
+
+
+def backward_output(g: Graph, im: InputMap, rel: "_Relax", C: Optional[Tensor],
+                    bound_upper: bool) -> Tuple[Tensor, Optional[Tensor]]:
+    """CROWN's last pass: bounds of C·output (C None: the identity) back through the graph with
+    the relaxations `rel` holds; the upper bound as the lower bound of −C (one pass for both)."""
+    out_shape = g.out_shape
+    D = num_elements(out_shape)
     if C is None:
         A = torch.eye(D, dtype=im.x0.dtype, device=im.x0.device).reshape(1, D, *out_shape)
     else:

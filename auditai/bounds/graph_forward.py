@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from auditai.bounds.graph import ACTIVATIONS, Graph, Node, apply, num_elements
-from auditai.bounds.graph_bounds import InputMap, _ibp_node, _Relax, _relaxation, backward_bound
+from auditai.bounds.graph_bounds import InputMap, _ibp_node, _Relax, _relaxation, backward_output
 from auditai.bounds.ops import dual_norm
 
 _POSITIVE_MAPS = {"reshape", "permute", "slice", "identity", "pad", "avgpool", "upsample", "mean"}
@@ -142,17 +142,4 @@ def bound_graph_forward(g: Graph, im: InputMap, C: Tensor | None,
     if M is None:
         return None
     ivs = forward_bounds(g, im, M)
-    rel = _Relax(g, ivs)
-    D = num_elements(g.out_shape)
-    if C is None:
-        A = torch.eye(D, dtype=im.x0.dtype, device=im.x0.device).reshape(1, D, *g.out_shape)
-    else:
-        A = (C if C.dim() == 3 else C.unsqueeze(0)).reshape(C.shape[0] if C.dim() == 3 else 1, C.shape[-2],
-                                                            *g.out_shape).to(im.x0.dtype)
-    m = A.shape[1]
-    if bound_upper:
-        A = torch.cat([A, -A], dim=1)
-    lower = backward_bound(g, g.output, A, rel, im)
-    if not bound_upper:
-        return lower, None
-    return lower[:, :m], -lower[:, m:]
+    return backward_output(g, im, _Relax(g, ivs), C, bound_upper)
