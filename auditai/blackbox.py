@@ -128,12 +128,12 @@ def load_part(source: Any, part: str, *, trust_pickle: bool = False) -> nn.Modul
     IR, no code runs), an auditai model file holding that part, or package.module:attribute
     naming an nn.Module, an AuditModel holding that part, or a function returning either.
     Raises TargetError naming the source and the part when none is found there."""
-    import importlib
     from pathlib import Path
 
     from auditai.errors import ModelFileError
     from auditai.model import AuditModel, load_model
     from auditai.model_load import _PY_SOURCE
+    from auditai.python_ref import import_attribute
 
     if part not in PARTS:
         raise TargetError(f"unknown model part {part!r}; expected one of {PARTS}")
@@ -146,15 +146,7 @@ def load_part(source: Any, part: str, *, trust_pickle: bool = False) -> nn.Modul
         if path.exists():
             obj = load_model(path, trust_pickle=trust_pickle)
         elif isinstance(source, str) and _PY_SOURCE.match(source):
-            mod_name, _, attr = source.partition(":")
-            try:
-                obj = importlib.import_module(mod_name)
-            except ImportError as e:
-                raise ModelFileError(f"{source}: cannot import module {mod_name!r}: {e}") from None
-            for a in attr.split("."):
-                if not hasattr(obj, a):
-                    raise ModelFileError(f"{source}: module {mod_name!r} has no attribute {attr!r}")
-                obj = getattr(obj, a)
+            obj = import_attribute(source, ModelFileError)
             if callable(obj) and not isinstance(obj, (nn.Module, AuditModel)):
                 obj = obj()
         else:

@@ -9,7 +9,6 @@ batches by the model's encoder. Every error names the source and the problem.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import torch
 from torch import Tensor
 
 from auditai.errors import DataError
+from auditai.python_ref import import_attribute
 
 if TYPE_CHECKING:
     from auditai.model import AuditModel
@@ -139,15 +139,7 @@ def _read_images(folder: Path, where: str, class_names: list[str] | None) -> dic
 
 
 def _read_python(spec: str) -> dict[str, Any]:
-    mod_name, _, attr = spec.partition(":")
-    try:
-        obj: Any = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise DataError(f"{spec}: cannot import module {mod_name!r}: {e}") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise DataError(f"{spec}: module {mod_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
+    obj = import_attribute(spec, DataError)
     if callable(obj) and not isinstance(obj, Mapping):
         obj = obj()
     if not isinstance(obj, Mapping):

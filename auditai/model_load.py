@@ -4,7 +4,6 @@ trusted, a torch.save pickle (the reading side of `auditai.model_file`)."""
 from __future__ import annotations
 
 import hashlib
-import importlib
 import io
 import re
 import zipfile
@@ -18,6 +17,7 @@ from torch import nn
 from auditai.audit_model import AuditModel
 from auditai.errors import ModelFileError
 from auditai.model_file import MANIFEST, _read_auditai_zip, model_content_hash
+from auditai.python_ref import import_attribute
 
 _PICKLE_HELP = (
     "it is a pickle (torch.save of a module or a dict of modules), and loading a pickle can run "
@@ -43,16 +43,7 @@ def _from_object(obj: Any, where: str) -> AuditModel:
 
 
 def _load_python(spec: str) -> AuditModel:
-    mod_name, _, attr = spec.partition(":")
-    try:
-        mod = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise ModelFileError(f"{spec}: cannot import module {mod_name!r}: {e}") from None
-    obj: Any = mod
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ModelFileError(f"{spec}: module {mod_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
+    obj = import_attribute(spec, ModelFileError)
     if callable(obj) and not isinstance(obj, (nn.Module, AuditModel)):
         obj = obj()
     try:
